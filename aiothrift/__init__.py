@@ -21,7 +21,7 @@ from .errors import (
 )
 from .pool import ThriftPool, create_pool
 from .processor import TProcessor
-from .protocol import TBinaryProtocol, TProtocol, deserialize, serialize
+from .protocol import TBinaryProtocol, TCompactProtocol, TProtocol, deserialize, serialize
 from .server import Server, create_server
 
 __version__ = "0.3.0.dev0"
@@ -32,6 +32,7 @@ __all__ = (
     "ThriftPool",
     "TProtocol",
     "TBinaryProtocol",
+    "TCompactProtocol",
     "TProcessor",
     "Server",
     "create_connection",

@@ -15,11 +15,13 @@ NO_EXTENSIONS: bool = os.environ.get("AIOTHRIFT_NO_EXTENSIONS", "") not in ("", 
 
 if NO_EXTENSIONS:
     from . import _binary_py as binary
+    from . import _compact_py as compact
     from . import _framing_py as framing
 else:
     from . import _binary as binary  # type: ignore[no-redef]
+    from . import _compact as compact  # type: ignore[no-redef]
     from . import _framing as framing  # type: ignore[no-redef]
 
 IMPLEMENTATION: str = "python" if NO_EXTENSIONS else "compiled"
 
-__all__ = ("NO_EXTENSIONS", "IMPLEMENTATION", "binary", "framing")
+__all__ = ("NO_EXTENSIONS", "IMPLEMENTATION", "binary", "compact", "framing")

@@ -17,7 +17,7 @@ from .limits import (
     DEFAULT_MAX_STRING_SIZE,
 )
 
-__all__ = ("TProtocol", "TBinaryProtocol", "serialize", "deserialize")
+__all__ = ("TProtocol", "TBinaryProtocol", "TCompactProtocol", "serialize", "deserialize")
 
 T = TypeVar("T")
 
@@ -88,6 +88,39 @@ class TBinaryProtocol(TProtocol):
         if framed:
             return framing.FramedReader(max_frame_size=max_frame_size)
         return framing.BufferedReader(
+            max_frame_size=max_frame_size,
+            max_string_size=self.max_string_size,
+            max_container_size=self.max_container_size,
+            max_depth=self.max_depth,
+            strict_read=self.strict_read,
+        )
+
+
+class TCompactProtocol(TProtocol):
+    """Thrift's compact protocol, compiled when available.
+
+    Same options, limits and errors as :class:`TBinaryProtocol`; the compact
+    message header has a single (versioned) form, so ``strict_read`` and
+    ``strict_write`` change nothing.  Framed transport uses the same
+    ``FramedReader``; unframed messages are split by a compact-protocol scanner.
+    """
+
+    __slots__ = ()
+
+    def _make_codec(self) -> Any:
+        return _compat.compact.CompactCodec(
+            strict_read=self.strict_read,
+            strict_write=self.strict_write,
+            decode_response=self.decode_response,
+            max_string_size=self.max_string_size,
+            max_container_size=self.max_container_size,
+            max_depth=self.max_depth,
+        )
+
+    def make_reader(self, *, framed: bool, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> Any:
+        if framed:
+            return _compat.framing.FramedReader(max_frame_size=max_frame_size)
+        return _compat.compact.CompactBufferedReader(
             max_frame_size=max_frame_size,
             max_string_size=self.max_string_size,
             max_container_size=self.max_container_size,
