@@ -106,11 +106,12 @@ def _string_bytes(v: Any) -> Any:
     if isinstance(v, str):
         return v.encode("utf-8")
     try:
-        return memoryview(v)
+        mv = memoryview(v)
     except TypeError:
         raise TypeError(
             "string/binary expected str or a bytes-like object, got %s" % type(v).__name__
         ) from None
+    return mv if mv.c_contiguous else mv.tobytes()
 
 
 # --------------------------------------------------------------------- encode
@@ -621,6 +622,8 @@ class BinaryCodec:
         if not -(1 << 31) <= seqid < (1 << 31):
             raise OverflowError("seqid out of range: %d" % seqid)
         out = bytearray(b"\0\0\0\0") if framed else bytearray()
+        if not isinstance(name, str):
+            raise TypeError("message name must be str, got %s" % type(name).__name__)
         bname = name.encode("utf-8")
         if self.strict_write:
             out += struct.pack("!ii", (VERSION_1 | mtype) - (1 << 32), len(bname))
@@ -641,12 +644,14 @@ class BinaryCodec:
         :param cls_or_obj: a struct class (a new object is built without running
             ``__init__``) or an instance (decoded fields are set on it).
         """
+        if offset < 0:
+            raise ValueError("offset must be >= 0, got %r" % (offset,))
         if isinstance(cls_or_obj, type):
             cls, target = cls_or_obj, None
         else:
             cls, target = type(cls_or_obj), cls_or_obj
         if type(data) is not bytes:
-            data = bytes(data)
+            data = bytes(memoryview(data))  # bytes-like only (bytes(5) would be 5 zeros)
         try:
             return self._compiler.struct_decoder(cls)(data, offset, 0, target)[0]
         except (struct.error, IndexError):
@@ -655,7 +660,7 @@ class BinaryCodec:
     def decode_message_begin(self, data: Any) -> Tuple[str, int, int, int]:
         """Decode a message header: ``(name, mtype, seqid, body_offset)``."""
         if type(data) is not bytes:
-            data = bytes(data)
+            data = bytes(memoryview(data))
         try:
             sz = _unpack_i32(data, 0)[0]
             if sz < 0:
