@@ -124,6 +124,11 @@ def struct_info(cls: type) -> StructInfo:
         defaults = {f.name: None for f in fields}
     else:
         defaults = dict(default_spec)
+        # thriftpy2 keeps a binary field's IDL default as str; decoded binary
+        # values are bytes, so a missing field must default to bytes as well.
+        for f in fields:
+            if f.type[0] == T_BINARY and isinstance(defaults.get(f.name), str):
+                defaults[f.name] = defaults[f.name].encode("utf-8")
     info = StructInfo(
         cls=cls,
         fields=tuple(fields),

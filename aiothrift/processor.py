@@ -10,6 +10,11 @@ exception mapping.
 request into the reply to send: the result struct, a declared exception in
 that struct, or a ``TApplicationException``.  It does no I/O; the server's
 connection protocol (:mod:`aiothrift.server`) does.
+
+:class:`TMultiplexedProcessor` routes ``"Service:method"`` calls to one
+:class:`TProcessor` per service name (Apache's multiplexed wire format).  The
+server asks a processor two things: ``lookup(name)`` (the method's entry, or
+``None``) and ``unknown_method(name)`` (how to answer when there is none).
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from thriftpy2.thrift import TApplicationException
 
 from .errors import ThriftAppError
 
-__all__ = ("TProcessor", "MethodSpec", "method_specs", "CALL", "REPLY", "EXCEPTION", "ONEWAY")
+__all__ = (
+    "TProcessor", "TMultiplexedProcessor", "MethodSpec", "method_specs", "SEPARATOR",
+    "CALL", "REPLY", "EXCEPTION", "ONEWAY",
+)
 
 logger = logging.getLogger("aiothrift")
 
@@ -32,6 +40,10 @@ CALL = 1
 REPLY = 2
 EXCEPTION = 3
 ONEWAY = 4
+
+#: Between the service name and the method name in the message name of a
+#: multiplexed call (``"Calc:add"``), as Apache's ``TMultiplexedProtocol``.
+SEPARATOR = ":"
 
 
 class MethodSpec:
@@ -168,6 +180,11 @@ class TProcessor:
         """The entry of method ``name``, or ``None`` if unknown or unimplemented."""
         return self._entries.get(name)
 
+    def unknown_method(self, name: str) -> Tuple[str, str]:
+        """``(reply name, message)`` of the ``UNKNOWN_METHOD`` answer to a
+        call of ``name`` that :meth:`lookup` did not find."""
+        return name, "Unknown method %r" % name
+
     @staticmethod
     def call(entry: _Entry, args: Any) -> Any:
         """Run the handler on a decoded args struct.
@@ -212,3 +229,107 @@ class TProcessor:
 
     def __repr__(self) -> str:
         return "<TProcessor %s -> %r>" % (getattr(self.service, "__name__", self.service), self.handler)
+
+
+class TMultiplexedProcessor:
+    """Several services on one server, each under its name.
+
+    The wire format of Apache Thrift's ``TMultiplexedProcessor``: a call's
+    message name is ``"ServiceName:method"`` (what Apache's and thriftpy2's
+    ``TMultiplexedProtocol`` clients send, and what
+    ``create_connection(..., service_name="ServiceName")`` sends); the reply
+    carries the plain method name, as Apache's processor writes it.  Pass the
+    processor to :func:`~aiothrift.create_server` in place of the service,
+    with no handler::
+
+        mux = aiothrift.TMultiplexedProcessor()
+        mux.register("Calc", calc_thrift.Calculator, CalcHandler())
+        mux.register("Echo", echo_thrift.Echo, EchoHandler())
+        server = await aiothrift.create_server(mux, None, ("127.0.0.1", 6000))
+
+    What the server answers to calls it cannot route (the connection stays
+    open): a service name that is not registered -> ``UNKNOWN_METHOD``
+    naming it; a message name without ``":"`` (a client that is not
+    multiplexed) -> the :meth:`register_default` service if there is one,
+    else ``UNKNOWN_METHOD``.  (Apache's processor raises in both cases and
+    its server drops the connection.)
+    """
+
+    __slots__ = ("_processors", "_default")
+
+    def __init__(self) -> None:
+        self._processors: Dict[str, TProcessor] = {}
+        self._default: Optional[TProcessor] = None
+
+    @staticmethod
+    def _processor(service: Any, handler: Any) -> TProcessor:
+        if isinstance(service, TProcessor):
+            if handler is not None:
+                raise TypeError("give a TProcessor or (service, handler), not both")
+            return service
+        return TProcessor(service, handler)
+
+    def register(self, name: str, service: Any, handler: Any = None) -> TProcessor:
+        """Serve ``service`` with ``handler`` under ``name``.
+
+        :param name: the service name clients give (``service_name=`` of
+            :func:`~aiothrift.create_connection`, the second argument of
+            Apache's ``TMultiplexedProtocol``); not empty, no ``":"``.
+        :param service: a thriftpy2 service class, or a ready
+            :class:`TProcessor` (then ``handler`` is ``None``).
+        :param handler: the handler object (see :class:`TProcessor`).
+        :returns: the :class:`TProcessor` registered.
+        :raises ValueError: a bad name, or one already registered.
+        """
+        if not isinstance(name, str) or not name or SEPARATOR in name:
+            raise ValueError("a service name is a non-empty str without %r, not %r" % (SEPARATOR, name))
+        if name in self._processors:
+            raise ValueError("service name %r is already registered" % (name,))
+        processor = self._processor(service, handler)
+        self._processors[name] = processor
+        return processor
+
+    def register_default(self, service: Any, handler: Any = None) -> TProcessor:
+        """Serve calls without a service name (non-multiplexed clients) with
+        ``service``: lets a server move to multiplexing and still answer its
+        old clients (Apache's ``registerDefault``).
+
+        :returns: the :class:`TProcessor` registered.
+        """
+        if self._default is not None:
+            raise ValueError("a default service is already registered")
+        self._default = self._processor(service, handler)
+        return self._default
+
+    @property
+    def services(self) -> Dict[str, TProcessor]:
+        """``{name: TProcessor}`` of the registered services (a copy)."""
+        return dict(self._processors)
+
+    def lookup(self, name: str) -> Optional[_Entry]:
+        """The entry of ``"Service:method"`` (or of ``method`` of the default
+        service), or ``None``."""
+        service_name, sep, method = name.partition(SEPARATOR)
+        if not sep:
+            default = self._default
+            return default.lookup(name) if default is not None else None
+        processor = self._processors.get(service_name)
+        return processor.lookup(method) if processor is not None else None
+
+    def unknown_method(self, name: str) -> Tuple[str, str]:
+        """``(reply name, message)`` of the ``UNKNOWN_METHOD`` answer to
+        ``name``; the reply name is the plain method name."""
+        service_name, sep, method = name.partition(SEPARATOR)
+        if not sep:
+            if self._default is not None:
+                return self._default.unknown_method(name)
+            return name, ("no service name in %r: this server is multiplexed (services %s); "
+                          "the client must name a service (service_name=...)" % (
+                              name, ", ".join(sorted(self._processors)) or "none"))
+        if service_name not in self._processors:
+            return method, "Unknown service %r (method %r)" % (service_name, method)
+        return method, "Unknown method %r of service %r" % (method, service_name)
+
+    def __repr__(self) -> str:
+        return "<TMultiplexedProcessor %s%s>" % (
+            ", ".join(sorted(self._processors)), " +default" if self._default is not None else "")

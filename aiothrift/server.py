@@ -35,6 +35,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
+import os
+import socket
+import stat
 import sys
 from typing import Any, Deque, List, Optional, Set, Tuple, Type, Union
 
@@ -46,7 +50,9 @@ from .limits import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_STRING_SIZE,
 )
-from .processor import CALL, EXCEPTION, ONEWAY, REPLY, TProcessor, _Entry, app_exception, logger
+from .processor import (
+    CALL, EXCEPTION, ONEWAY, REPLY, TMultiplexedProcessor, TProcessor, _Entry, app_exception, logger,
+)
 from .protocol import TBinaryProtocol, TProtocol
 
 __all__ = ("Server", "create_server")
@@ -208,10 +214,14 @@ class _ServerProtocol(asyncio.Protocol):
         entry = self._processor.lookup(name)
         if entry is None:
             if mtype == CALL:
-                self._reply_exception(name, seqid, ThriftAppError.UNKNOWN_METHOD, "Unknown method %r" % name)
+                reply_name, message = self._processor.unknown_method(name)
+                self._reply_exception(reply_name, seqid, ThriftAppError.UNKNOWN_METHOD, message)
             else:
                 logger.info("oneway call of unknown method %r from %s dropped", name, self._peer)
             return
+        # Replies carry the plain method name: "Calc:add" (multiplexed) is
+        # answered as "add", as Apache's TMultiplexedProcessor does.
+        name = entry.spec.name
         # A thriftpy2 client sends CALL for oneway methods too and reads no
         # reply: answer only CALLs of two-way methods.
         reply = mtype == CALL and not entry.spec.oneway
