@@ -42,6 +42,9 @@ def test_env_switch_in_a_fresh_interpreter(value, expected):
     env = dict(os.environ, AIOTHRIFT_NO_EXTENSIONS=value)
     out = subprocess.run(
         [sys.executable, "-c", "import aiothrift, aiothrift._compat as c; print(c.IMPLEMENTATION, c.binary.__name__)"],
+        # Run where the aiothrift under test is importable (site-packages, or
+        # the source tree for in-place builds), not from the checkout's root.
+        cwd=os.path.dirname(os.path.dirname(aiothrift.__file__)),
         env=env, capture_output=True, text=True, timeout=60, check=True,
     ).stdout.split()
     if expected is None:
