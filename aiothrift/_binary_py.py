@@ -116,6 +116,13 @@ def _string_bytes(v: Any) -> Any:
 
 # --------------------------------------------------------------------- encode
 
+def _count(v: Any) -> int:
+    n = len(v)
+    if n > 0x7FFFFFFF:
+        raise OverflowError("container of %d elements is too long for Thrift" % n)
+    return n
+
+
 def _encode_bool(out: bytearray, v: Any, depth: int) -> None:
     out.append(1 if v else 0)
 
@@ -247,7 +254,7 @@ class _Compiler:
                 depth += 1
                 if depth > max_depth:
                     raise _depth_error(max_depth)
-                n = len(v)
+                n = _count(v)
                 out += pack_hdr(ewire, n)
                 try:
                     out += struct.pack("!%d%s" % (n, code), *v)
@@ -264,7 +271,7 @@ class _Compiler:
                 depth += 1
                 if depth > max_depth:
                     raise _depth_error(max_depth)
-                out += pack_hdr(ewire, len(v))
+                out += pack_hdr(ewire, _count(v))
                 out += bytes([1 if e else 0 for e in v])
             return encode
 
@@ -272,7 +279,7 @@ class _Compiler:
             depth += 1
             if depth > max_depth:
                 raise _depth_error(max_depth)
-            out += pack_hdr(ewire, len(v))
+            out += pack_hdr(ewire, _count(v))
             for e in v:
                 eenc(out, e, depth)
         return encode
@@ -288,7 +295,7 @@ class _Compiler:
             depth += 1
             if depth > max_depth:
                 raise _depth_error(max_depth)
-            out += pack_hdr(kwire, vwire, len(v))
+            out += pack_hdr(kwire, vwire, _count(v))
             for k, val in v.items():
                 kenc(out, k, depth)
                 venc(out, val, depth)

@@ -1,0 +1,43 @@
+"""Type stub of the compiled ``aiothrift._binary`` (twin: ``aiothrift._binary_py``)."""
+
+from typing import Any, Tuple, Type, TypeVar, Union, overload
+
+BytesLike = Union[bytes, bytearray, memoryview]
+T = TypeVar("T")
+
+__all__: Tuple[str, ...]
+
+class BinaryCodec:
+    """Encoder/decoder of Thrift's binary protocol for thriftpy2 structs."""
+
+    @property
+    def strict_read(self) -> bool: ...
+    @property
+    def strict_write(self) -> bool: ...
+    @property
+    def decode_response(self) -> bool: ...
+    @property
+    def max_string_size(self) -> int: ...
+    @property
+    def max_container_size(self) -> int: ...
+    @property
+    def max_depth(self) -> int: ...
+    def __init__(
+        self,
+        *,
+        strict_read: bool = ...,
+        strict_write: bool = ...,
+        decode_response: bool = ...,
+        max_string_size: int = ...,
+        max_container_size: int = ...,
+        max_depth: int = ...,
+    ) -> None: ...
+    def encode_struct(self, obj: Any) -> bytes: ...
+    def encode_message(
+        self, name: str, mtype: int, seqid: int, obj: Any, framed: bool = ...
+    ) -> bytes: ...
+    @overload
+    def decode_struct(self, cls_or_obj: Type[T], data: BytesLike, offset: int = ...) -> T: ...
+    @overload
+    def decode_struct(self, cls_or_obj: T, data: BytesLike, offset: int = ...) -> T: ...
+    def decode_message_begin(self, data: BytesLike) -> Tuple[str, int, int, int]: ...
