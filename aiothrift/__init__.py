@@ -20,7 +20,7 @@ from .errors import (
     TruncatedError,
 )
 from .pool import ThriftPool, create_pool
-from .processor import TProcessor
+from .processor import TMultiplexedProcessor, TProcessor
 from .protocol import TBinaryProtocol, TCompactProtocol, TProtocol, deserialize, serialize
 from .server import Server, create_server
 
@@ -34,6 +34,7 @@ __all__ = (
     "TBinaryProtocol",
     "TCompactProtocol",
     "TProcessor",
+    "TMultiplexedProcessor",
     "Server",
     "create_connection",
     "create_pool",

@@ -22,6 +22,8 @@ Error handling, in short (see :class:`ThriftConnection` for details):
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import warnings
 from typing import Any, Dict, Optional, Tuple, Type, Union
 
@@ -34,12 +36,15 @@ from .limits import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_STRING_SIZE,
 )
-from .processor import CALL, EXCEPTION, ONEWAY, REPLY, MethodSpec, app_error_from_struct, method_specs
+from .processor import (
+    CALL, EXCEPTION, ONEWAY, REPLY, SEPARATOR, MethodSpec, app_error_from_struct, method_specs,
+)
 from .protocol import TBinaryProtocol, TProtocol
 
 __all__ = ("ThriftConnection", "create_connection")
 
-Address = Union[Tuple[str, int], str]
+#: ``(host, port)``, or the path of a Unix socket (a str or path-like object)
+Address = Union[Tuple[str, int], str, "os.PathLike[str]"]
 
 #: seqids are non-negative i32 values; they wrap to 0 after 2**31 - 1.
 _SEQID_MASK = 0x7FFFFFFF
@@ -59,6 +64,12 @@ def _warn_loop(loop: Any, stacklevel: int = 3) -> None:
             DeprecationWarning,
             stacklevel=stacklevel,
         )
+
+
+def _check_service_name(service_name: Optional[str]) -> None:
+    if service_name is not None and (
+            not isinstance(service_name, str) or not service_name or SEPARATOR in service_name):
+        raise ValueError("service_name is a non-empty str without %r, not %r" % (SEPARATOR, service_name))
 
 
 def _client_host_port(address: Tuple[str, int]) -> Tuple[str, int]:
@@ -109,12 +120,16 @@ def _make_call(api: str, spec: MethodSpec) -> Any:
         args_obj = make_args(*args, **kwargs)  # TypeError for bad arguments
         seqid = self._next_seqid()
         if oneway:
-            data = self._encode(api, ONEWAY, seqid, args_obj, framed=self._framed)
+            wire = self._wire_names
+            data = self._encode(api if wire is None else wire[api], ONEWAY, seqid, args_obj,
+                                framed=self._framed)
             if self._write_paused:
                 await self._drain()
             self._transport.write(data)
             return None
-        data = self._encode(api, CALL, seqid, args_obj, framed=self._framed)
+        wire = self._wire_names
+        data = self._encode(api if wire is None else wire[api], CALL, seqid, args_obj,
+                            framed=self._framed)
         if self._write_paused:
             # Backpressure: the transport's buffer is over its high-water
             # mark; wait for it to drain before adding more.
@@ -183,13 +198,17 @@ class ThriftConnection(asyncio.Protocol):
     :param framed: use the framed transport (4-byte length before every
         message) instead of the buffered one.
     :param max_frame_size: largest reply accepted, in bytes.
+    :param service_name: call the service registered under this name on a
+        multiplexed server (:class:`~aiothrift.TMultiplexedProcessor`, or
+        Apache's): calls are sent as ``"service_name:method"``.  ``None``
+        (default): a plain server.
     """
 
     __slots__ = (
         "service", "address", "timeout", "_iprot", "_oprot", "_encode", "_decode_begin",
         "_decode_struct", "_reader", "_framed", "_loop", "_transport", "_pending",
         "_abandoned", "_seqid", "_closed", "_close_exc", "_write_paused", "_drain_waiter",
-        "_lost", "__weakref__",
+        "_lost", "service_name", "_wire_names", "__weakref__",
     )
 
     #: set on the per-service subclasses made by __new__
@@ -214,8 +233,10 @@ class ThriftConnection(asyncio.Protocol):
         timeout: Optional[float] = None,
         framed: bool = False,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        service_name: Optional[str] = None,
     ) -> None:
         _warn_loop(loop)
+        _check_service_name(service_name)
         if iprot is None:
             iprot = TBinaryProtocol(None)
         if oprot is None:
@@ -243,6 +264,11 @@ class ThriftConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: Optional[asyncio.Future] = None
         self._lost: Optional[asyncio.Future] = None
+        self.service_name = service_name
+        #: method name -> message name on the wire ("Calc:add"); None: the
+        #: plain names (not multiplexed)
+        self._wire_names: Optional[Dict[str, str]] = None if service_name is None else {
+            api: service_name + SEPARATOR + api for api in self._calls}
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -279,7 +305,9 @@ class ThriftConnection(asyncio.Protocol):
             fut, api, spec, timer = call
             if timer is not None:
                 timer.cancel()
-            if name != api:
+            if name != api and (self._wire_names is None or name != self._wire_names[api]):
+                # (A multiplexed reply carries the plain method name, as
+                # Apache's processor writes it; "Service:method" is accepted too.)
                 self._fail_stream(ThriftAppError(
                     ThriftAppError.WRONG_METHOD_NAME,
                     "reply for seqid %d names method %r, the call was %r" % (seqid, name, api)), fut)
@@ -490,6 +518,23 @@ def _copy_error(err: ConnectionClosedError) -> ConnectionClosedError:
     return new
 
 
+async def _connect_abstract(loop: asyncio.AbstractEventLoop, factory: Any, name: Any,
+                            tls: Dict[str, Any]) -> Tuple[Any, Any]:
+    """Connect to a Linux abstract-namespace Unix socket (``"\\0name"``).
+
+    Through a socket connected by ``sock_connect``: uvloop's
+    ``create_unix_connection`` cannot connect to an abstract name itself.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, name)
+        return await loop.create_unix_connection(factory, sock=sock, **tls)
+    except BaseException:
+        sock.close()
+        raise
+
+
 async def create_connection(
     service: type,
     address: Address = ("", 6000),
@@ -504,46 +549,72 @@ async def create_connection(
     max_string_size: int = DEFAULT_MAX_STRING_SIZE,
     max_container_size: int = DEFAULT_MAX_CONTAINER_SIZE,
     max_depth: int = DEFAULT_MAX_DEPTH,
+    server_hostname: Optional[str] = None,
+    service_name: Optional[str] = None,
 ) -> ThriftConnection:
     """Open a connection to a Thrift server.  This is a coroutine.
 
     :param service: a thriftpy2 service class.
     :param address: ``(host, port)`` (a host of ``''`` means ``127.0.0.1``),
-        or the path of a Unix socket.
+        or the path of a Unix socket (a str or path-like object).
     :param protocol_cls: a :class:`~aiothrift.TProtocol` subclass.
     :param timeout: per-call timeout in seconds (:class:`asyncio.TimeoutError`),
         ``None`` for none.
     :param loop: deprecated and ignored (a :class:`DeprecationWarning` when
         given): the running loop is used.
     :param framed: framed transport (must match the server).
-    :param ssl: an :class:`ssl.SSLContext` (or ``True``) for TLS.
+    :param ssl: an :class:`ssl.SSLContext` (or ``True``: the system's CAs)
+        for TLS.  The server's certificate is checked as the context says
+        (``ssl.create_default_context(cafile=...)``: against those CAs and
+        for the host name); load a client certificate into it
+        (``load_cert_chain``) for a server that requires one.
     :param connect_timeout: seconds allowed to connect (TLS handshake
         included); :class:`asyncio.TimeoutError` after that.
     :param max_frame_size: largest reply accepted, in bytes.
     :param max_string_size: largest string/binary accepted in a reply.
     :param max_container_size: largest list/set/map accepted in a reply.
     :param max_depth: deepest nesting accepted in a reply.
+    :param server_hostname: with ``ssl``: the name the server's certificate
+        must match, also sent as SNI.  Default: the host of ``address``.
+        Required for TLS over a Unix socket (there is no host name).
+    :param service_name: the service to call on a multiplexed server (see
+        :class:`~aiothrift.TMultiplexedProcessor`): calls are sent as
+        ``"service_name:method"``, Apache's ``TMultiplexedProtocol`` format.
     :returns: a connected :class:`ThriftConnection`.
     :raises OSError: the connection could not be made (for example
         :class:`ConnectionRefusedError`).
+    :raises ssl.SSLCertVerificationError: (an :class:`OSError`) the server's
+        certificate is not trusted by ``ssl`` or does not match the host name.
+        A server that refuses *this client's* certificate is seen, with TLS
+        1.3, only at the first call: it fails with
+        :class:`~aiothrift.ConnectionClosedError` (``__cause__``: the reset
+        or the TLS alert), because the client's side of the handshake is over
+        before the server checks the certificate.
     """
     _warn_loop(loop)
+    _check_service_name(service_name)
     running = asyncio.get_running_loop()
     proto = protocol_cls(
         None, max_string_size=max_string_size, max_container_size=max_container_size, max_depth=max_depth)
-    if isinstance(address, str):
-        peer: Any = address
+    if isinstance(address, (str, os.PathLike)):
+        peer: Any = os.fspath(address)
     else:
         peer = _client_host_port(address)
 
     def factory() -> ThriftConnection:
         return ThriftConnection(service, iprot=proto, oprot=proto, address=peer, timeout=timeout,
-                                framed=framed, max_frame_size=max_frame_size)
+                                framed=framed, max_frame_size=max_frame_size, service_name=service_name)
 
-    if isinstance(peer, str):
-        coro = running.create_unix_connection(factory, peer, ssl=ssl)
+    tls: Dict[str, Any] = {"ssl": ssl}
+    if server_hostname is not None:
+        tls["server_hostname"] = server_hostname
+    if isinstance(peer, (str, bytes)):
+        if peer[:1] in ("\0", b"\0"):
+            coro = _connect_abstract(running, factory, peer, tls)
+        else:
+            coro = running.create_unix_connection(factory, peer, **tls)
     else:
-        coro = running.create_connection(factory, peer[0], peer[1], ssl=ssl)
+        coro = running.create_connection(factory, peer[0], peer[1], **tls)
     if connect_timeout is None:
         _, conn = await coro
     else:

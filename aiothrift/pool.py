@@ -17,7 +17,9 @@ import asyncio
 import collections
 from typing import Any, Deque, Dict, List, Optional, Set, Tuple, Type
 
-from .connection import Address, ThriftConnection, _service_class, _warn_loop, create_connection
+from .connection import (
+    Address, ThriftConnection, _check_service_name, _service_class, _warn_loop, create_connection,
+)
 from .errors import PoolClosedError
 from .limits import (
     DEFAULT_MAX_CONTAINER_SIZE,
@@ -76,14 +78,16 @@ class ThriftPool:
     (``close``, ``acquire``...) are reachable through :meth:`execute`.
 
     :param service: a thriftpy2 service class.
-    :param address: ``(host, port)`` or a Unix socket path.
+    :param address: ``(host, port)`` or a Unix socket path (a str or
+        path-like object).
     :param minsize: connections kept open (made by :meth:`fill_free`).
     :param maxsize: most connections open at once, in use or free.
     :param loop: deprecated and ignored.
     :param timeout: per-call timeout of every connection.
     :param connection_options: further keyword arguments of
         :func:`~aiothrift.create_connection` (``framed``, ``ssl``,
-        ``connect_timeout``, ``protocol_cls``, limits).
+        ``server_hostname``, ``service_name``, ``connect_timeout``,
+        ``protocol_cls``, limits).
     """
 
     __slots__ = (
@@ -120,6 +124,7 @@ class ThriftPool:
             raise ValueError("maxsize must be an int >= 1, not %r" % (maxsize,))
         if minsize > maxsize:
             raise ValueError("minsize (%d) is greater than maxsize (%d)" % (minsize, maxsize))
+        _check_service_name(connection_options.get("service_name"))
         self.service = service
         self.address = address
         self.minsize = minsize
@@ -417,25 +422,34 @@ async def create_pool(
     max_string_size: int = DEFAULT_MAX_STRING_SIZE,
     max_container_size: int = DEFAULT_MAX_CONTAINER_SIZE,
     max_depth: int = DEFAULT_MAX_DEPTH,
+    server_hostname: Optional[str] = None,
+    service_name: Optional[str] = None,
 ) -> ThriftPool:
     """Create a connection pool and open its first ``minsize`` connections.  This is a coroutine.
 
     :param service: a thriftpy2 service class.
     :param address: ``(host, port)`` (``''`` means ``127.0.0.1``) or a Unix
-        socket path.
+        socket path (a str or path-like object).
     :param minsize: connections opened now and kept (default 1; 0 opens
         none until needed).
     :param maxsize: most connections at once (default 10).
     :param loop: deprecated and ignored.
     :param timeout: per-call timeout of the connections, seconds.
     :param framed: framed transport (must match the server).
-    :param ssl: an :class:`ssl.SSLContext` for TLS.
+    :param ssl: an :class:`ssl.SSLContext` for TLS (see
+        :func:`~aiothrift.create_connection`).
     :param connect_timeout: seconds allowed to open one connection.
     :param protocol_cls: a :class:`~aiothrift.TProtocol` subclass.
     :param max_frame_size: largest reply accepted, in bytes.
     :param max_string_size: largest string/binary accepted in a reply.
     :param max_container_size: largest list/set/map accepted in a reply.
     :param max_depth: deepest nesting accepted in a reply.
+    :param server_hostname: with ``ssl``: the name the server's certificate
+        must match (and SNI); default: the host of ``address``; required for
+        TLS over a Unix socket.
+    :param service_name: the service to call on a multiplexed server
+        (``"service_name:method"`` on the wire; see
+        :class:`~aiothrift.TMultiplexedProcessor`).
     :returns: a :class:`ThriftPool`.
     :raises OSError: the first connections could not be opened (for example
         :class:`ConnectionRefusedError`); the pool is closed again.
@@ -444,7 +458,8 @@ async def create_pool(
     pool = ThriftPool(
         service, address, minsize=minsize, maxsize=maxsize, timeout=timeout, framed=framed, ssl=ssl,
         connect_timeout=connect_timeout, protocol_cls=protocol_cls, max_frame_size=max_frame_size,
-        max_string_size=max_string_size, max_container_size=max_container_size, max_depth=max_depth)
+        max_string_size=max_string_size, max_container_size=max_container_size, max_depth=max_depth,
+        server_hostname=server_hostname, service_name=service_name)
     try:
         await pool.fill_free(override_min=False)
     except BaseException:

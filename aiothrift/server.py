@@ -6,7 +6,9 @@ the bytes into whole messages and handles each one in order:
 * a plain-function handler (or, on Python 3.12+, an ``async`` handler that
   finishes without suspending: it runs as an eager task) is answered at
   once; all the replies produced while handling one ``data_received`` chunk
-  go out in a single ``transport.write``;
+  go out in a single ``transport.write`` (one per 64 KiB of replies: a
+  client that does not read its replies pauses the server before they pile
+  up, see ``pause_writing``);
 * an ``async`` handler that suspends runs as a task and writes its reply
   when it finishes, so requests pipelined on one connection run
   concurrently.  At most ``max_concurrency`` run at once per connection;
@@ -26,6 +28,8 @@ args do not decode (over a limit, malformed)     ``PROTOCOL_ERROR``, then the co
                                                  (requests already running are answered first)
 message type not CALL or ONEWAY                  ``INVALID_MESSAGE_TYPE``, then it closes
 bad frame or message header (no seqid known)     the connection closes
+a request still incomplete ``read_timeout``      the connection closes (requests already
+seconds after its first byte (slowloris)         running are answered first)
 ===============================================  ===============================================
 
 The server itself never stops because of a request.
@@ -67,6 +71,12 @@ _EAGER_TASKS = sys.version_info >= (3, 12)
 
 _current_task = asyncio.current_task
 
+#: The replies made while handling one chunk of requests are written in one
+#: go, or as soon as they add up to this many bytes: a client that does not
+#: read its replies then gets the transport to pause us (pause_writing)
+#: before more are made.  (A request is a few bytes; its reply may be huge.)
+_FLUSH_SIZE = 65536
+
 
 class _ServerProtocol(asyncio.Protocol):
     """One accepted connection."""
@@ -75,7 +85,7 @@ class _ServerProtocol(asyncio.Protocol):
         "_server", "_processor", "_codec", "_encode", "_reader", "_framed", "_loop", "_transport",
         "_peer", "_inflight", "_limit", "_backlog", "_tasks", "_out", "_reading_paused",
         "_writing_paused", "_eof", "_shutting_down", "_bad", "_idle_timeout", "_idle_handle",
-        "_last_active", "_ssl",
+        "_last_active", "_ssl", "_read_timeout", "_partial_since", "_out_size",
     )
 
     def __init__(self, server: "Server") -> None:
@@ -104,6 +114,14 @@ class _ServerProtocol(asyncio.Protocol):
         self._idle_handle: Optional[asyncio.TimerHandle] = None
         self._last_active = 0.0
         self._ssl = False
+        #: seconds a request may take to arrive, from its first byte to its
+        #: last: unlike the idle timeout, a byte now and then does not reset it
+        self._read_timeout: Optional[float] = (
+            server.read_timeout if server.read_timeout is not None else server.timeout)
+        #: loop time the request being received began at (None: no partial one)
+        self._partial_since: Optional[float] = None
+        #: bytes in _out
+        self._out_size = 0
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -131,6 +149,8 @@ class _ServerProtocol(asyncio.Protocol):
             self._update_reading()
             self._maybe_finish()
             return
+        if self._read_timeout is not None:
+            self._track_partial(bool(messages))
         if messages:
             self._backlog.extend(messages)
             self._process()
@@ -162,7 +182,12 @@ class _ServerProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        self._update_reading()
+        if self._idle_timeout is not None:
+            self._last_active = self._loop.time()  # the client reads its replies: not idle
+        if self._backlog and not self._bad:
+            self._process()  # requests held back while the client did not read
+        else:
+            self._update_reading()
 
     # -- request handling ---------------------------------------------------
 
@@ -172,11 +197,12 @@ class _ServerProtocol(asyncio.Protocol):
             return  # re-entered (an eager task finished): the outer loop goes on
         out: List[bytes] = []
         self._out = out
+        self._out_size = 0
         backlog = self._backlog
         handle = self._handle
         limit = self._limit
         try:
-            while backlog and self._inflight < limit and not self._bad:
+            while backlog and self._inflight < limit and not self._bad and not self._writing_paused:
                 handle(backlog.popleft())
         finally:
             self._out = None
@@ -191,7 +217,12 @@ class _ServerProtocol(asyncio.Protocol):
         out = self._out
         if out is not None:
             out.append(data)
-            return
+            self._out_size += len(data)
+            if self._out_size < _FLUSH_SIZE:
+                return
+            data = b"".join(out)
+            out.clear()
+            self._out_size = 0
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
@@ -234,11 +265,13 @@ class _ServerProtocol(asyncio.Protocol):
             return
         try:
             value = TProcessor.call(entry, args)
-        except Exception as exc:
-            if reply:
-                self._reply_error(entry, name, seqid, exc)
-            else:
-                TProcessor.exception(entry, exc)  # logs it
+        except (KeyboardInterrupt, SystemExit):
+            raise  # asks the process to stop: asyncio lets these through too
+        except BaseException as exc:
+            # CancelledError and other BaseExceptions too: they must not
+            # escape data_received (the transport would kill the connection
+            # and every request pipelined on it).
+            self._handler_failed(entry, name, seqid, exc, reply)
             return
         if entry.is_async or _is_awaitable(value):
             self._inflight += 1
@@ -262,8 +295,16 @@ class _ServerProtocol(asyncio.Protocol):
                 ThriftAppError.INTERNAL_ERROR, "cannot encode the result: %r" % (exc,)), framed=self._framed)
         self._send(data)
 
+    def _handler_failed(self, entry: _Entry, name: str, seqid: int, exc: BaseException, reply: bool) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            exc = RuntimeError("handler raised CancelledError")
+        if reply:
+            self._reply_error(entry, name, seqid, exc)
+        else:
+            _exception_reply(entry, exc)  # logs it
+
     def _reply_error(self, entry: _Entry, name: str, seqid: int, exc: BaseException) -> None:
-        mtype, obj = TProcessor.exception(entry, exc)
+        mtype, obj = _exception_reply(entry, exc)
         try:
             data = self._encode(name, mtype, seqid, obj, framed=self._framed)
         except Exception as exc2:
@@ -282,13 +323,11 @@ class _ServerProtocol(asyncio.Protocol):
                 if cancelling is None or cancelling():
                     raise  # this task is being cancelled (server abort)
                 # The handler let a CancelledError of its own escape.
-                if reply:
-                    self._reply_error(entry, name, seqid, RuntimeError("handler raised CancelledError"))
-            except Exception as exc:
-                if reply:
-                    self._reply_error(entry, name, seqid, exc)
-                else:
-                    TProcessor.exception(entry, exc)  # logs it
+                self._handler_failed(entry, name, seqid, RuntimeError("handler raised CancelledError"), reply)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
+                self._handler_failed(entry, name, seqid, exc, reply)
             else:
                 if reply:
                     self._reply_value(entry, name, seqid, value)
@@ -300,9 +339,9 @@ class _ServerProtocol(asyncio.Protocol):
         self._inflight -= 1
         if self._idle_timeout is not None:
             self._last_active = self._loop.time()
-            if not self._inflight and self._idle_handle is None and self._transport is not None:
-                # _on_idle stopped watching while requests ran: watch again.
-                self._idle_handle = self._loop.call_at(self._last_active + self._idle_timeout, self._on_idle)
+            if not self._inflight and self._transport is not None:
+                # _on_idle stopped watching idleness while requests ran.
+                self._watch(self._last_active + self._idle_timeout)
         if self._transport is None:
             if not self._inflight:
                 self._server._connection_done(self)
@@ -327,6 +366,10 @@ class _ServerProtocol(asyncio.Protocol):
             transport.pause_reading()
         else:
             transport.resume_reading()
+            if self._partial_since is not None:
+                # The clock of a request does not run while we do not read it.
+                self._partial_since = self._loop.time()
+                self._watch(self._partial_since + self._read_timeout)  # type: ignore[operator]
 
     def _maybe_finish(self) -> None:
         """Close a half-closed, shutting-down or bad connection once nothing runs."""
@@ -342,19 +385,61 @@ class _ServerProtocol(asyncio.Protocol):
         self._bad = True
         self._backlog.clear()
 
+    def _track_partial(self, completed: bool) -> None:
+        """Start or stop the clock of the request being received (read timeout)."""
+        if not self._reader.buffered:
+            self._partial_since = None
+        elif completed or self._partial_since is None:
+            # A request began in this chunk (after those it completed).
+            now = self._loop.time()
+            self._partial_since = now
+            self._watch(now + self._read_timeout)  # type: ignore[operator]
+
+    def _watch(self, when: float) -> None:
+        """Make sure _on_idle runs at ``when`` or earlier."""
+        handle = self._idle_handle
+        if handle is not None:
+            if handle.when() <= when:
+                return
+            handle.cancel()
+        self._idle_handle = self._loop.call_at(when, self._on_idle)
+
     def _on_idle(self) -> None:
+        """The timer of both timeouts: idle, and read (a request arriving too slowly)."""
         self._idle_handle = None
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        if self._inflight or self._backlog:
-            return  # busy is not idle; _request_done re-arms the timer
-        deadline = self._last_active + self._idle_timeout  # type: ignore[operator]
-        if self._loop.time() >= deadline:
-            logger.debug("closing the connection from %s: idle for %g s", self._peer, self._idle_timeout)
-            transport.close()
-        else:
-            self._idle_handle = self._loop.call_at(deadline, self._on_idle)
+        now = self._loop.time()
+        next_check: Optional[float] = None
+        if self._partial_since is not None and not self._reading_paused:
+            deadline = self._partial_since + self._read_timeout  # type: ignore[operator]
+            if now >= deadline:
+                logger.warning("closing the connection from %s: a request took over %g s to arrive",
+                               self._peer, self._read_timeout)
+                self._partial_since = None
+                self._bad = True  # requests already running finish and are answered
+                self._backlog.clear()
+                self._update_reading()
+                self._maybe_finish()
+                return
+            next_check = deadline
+        # Busy is not idle: _request_done watches again once nothing runs.
+        if self._idle_timeout is not None and not self._inflight:
+            deadline = self._last_active + self._idle_timeout
+            if now >= deadline:
+                logger.debug("closing the connection from %s: idle for %g s", self._peer, self._idle_timeout)
+                if transport.get_write_buffer_size():
+                    # Replies it has not read wait to be sent: close() would
+                    # wait for them, for ever if it never reads.
+                    transport.abort()
+                else:
+                    transport.close()
+                return
+            if next_check is None or deadline < next_check:
+                next_check = deadline
+        if next_check is not None:
+            self._idle_handle = self._loop.call_at(next_check, self._on_idle)
 
     # -- server shutdown ------------------------------------------------------
 
@@ -373,6 +458,84 @@ class _ServerProtocol(asyncio.Protocol):
             self._transport.abort()
 
 
+def _bind_unix(path: Any) -> Tuple[socket.socket, Optional[Tuple[int, int]]]:
+    """An AF_UNIX socket bound to ``path``, and the (device, inode) of its file.
+
+    A socket file nobody listens on (left by a server that died) is removed
+    first.  asyncio and uvloop would remove any socket file, a live server's
+    too, silently taking its address: binding here avoids that.
+    """
+    if path[:1] in ("\0", b"\0"):  # Linux abstract namespace: no file
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+        except BaseException:
+            sock.close()
+            raise
+        return sock, None
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(errno.EADDRINUSE, "cannot listen on %r: the path exists and is not a socket" % (path,))
+        if _unix_socket_in_use(path):
+            raise OSError(errno.EADDRINUSE, "cannot listen on %r: a server is listening on it" % (path,))
+        logger.info("removing the stale Unix socket %r", path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        st = os.stat(path)
+    except BaseException:
+        sock.close()
+        raise
+    return sock, (st.st_dev, st.st_ino)
+
+
+def _unix_socket_in_use(path: Any) -> bool:
+    """Whether something accepts connections on the Unix socket ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)  # a connect to a full backlog must not block
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError:
+        return True  # backlog full (EAGAIN), no permission...: do not touch it
+    finally:
+        probe.close()
+    return True
+
+
+def _unlink_unix(path: Any, ident: Optional[Tuple[int, int]]) -> None:
+    """Remove the socket file ``path`` if it is still the one we bound."""
+    if ident is None:
+        return
+    try:
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino) == ident:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("cannot remove the Unix socket %r: %s", path, exc)
+
+
+def _exception_reply(entry: _Entry, exc: BaseException) -> Tuple[int, Any]:
+    """TProcessor.exception, safe from exceptions whose repr() raises."""
+    try:
+        return TProcessor.exception(entry, exc)
+    except Exception:
+        logger.error("handler of %s raised %s, whose repr() fails", entry.spec.name, type(exc).__name__)
+        return EXCEPTION, app_exception(
+            ThriftAppError.INTERNAL_ERROR, "%s (its repr() failed)" % type(exc).__name__)
+
+
 def _is_awaitable(value: Any) -> bool:
     # Cheap test first: most results are plain data.
     if value is None or type(value) in (int, str, bytes, float, bool, list, dict, set):
@@ -383,12 +546,18 @@ def _is_awaitable(value: Any) -> bool:
 class Server:
     """A Thrift server.  Usually made (and started) by :func:`create_server`.
 
-    :param processor: the :class:`~aiothrift.TProcessor` answering requests.
+    :param processor: the :class:`~aiothrift.TProcessor` (or
+        :class:`~aiothrift.TMultiplexedProcessor`) answering requests.
     :param protocol_cls: a :class:`~aiothrift.TProtocol` subclass.
     :param timeout: idle timeout per connection, in seconds: a connection
         that has received nothing for this long, and is not running a
         request, is closed.  ``None`` (default): never.  Not a limit on a
         connection's lifetime nor on a request's duration.
+    :param read_timeout: seconds a request may take to arrive, from its
+        first byte to its last; a connection whose request is still
+        incomplete then is closed (a client trickling bytes, "slowloris",
+        resets the idle timeout but not this).  ``None`` (default): the
+        value of ``timeout``.
     :param framed: framed transport (4-byte length before each message).
     :param max_frame_size: largest request accepted, in bytes.
     :param max_string_size: largest string/binary accepted in a request.
@@ -403,12 +572,12 @@ class Server:
     __slots__ = (
         "processor", "protocol_cls", "timeout", "framed", "max_frame_size", "max_concurrency",
         "grace_period", "_protocol", "_server", "_connections", "_closing", "_closed",
-        "_abort_handle", "__weakref__",
+        "_abort_handle", "_unix_path", "read_timeout", "__weakref__",
     )
 
     def __init__(
         self,
-        processor: TProcessor,
+        processor: Union[TProcessor, TMultiplexedProcessor],
         protocol_cls: Type[TProtocol] = TBinaryProtocol,
         timeout: Optional[float] = None,
         *,
@@ -419,12 +588,14 @@ class Server:
         max_depth: int = DEFAULT_MAX_DEPTH,
         max_concurrency: Optional[int] = DEFAULT_MAX_CONCURRENCY,
         grace_period: Optional[float] = DEFAULT_GRACE_PERIOD,
+        read_timeout: Optional[float] = None,
     ) -> None:
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1 or None")
         self.processor = processor
         self.protocol_cls = protocol_cls
         self.timeout = timeout
+        self.read_timeout = read_timeout
         self.framed = framed
         self.max_frame_size = max_frame_size
         self.max_concurrency = max_concurrency
@@ -439,6 +610,8 @@ class Server:
         self._closing = False
         self._closed: Optional[asyncio.Future] = None
         self._abort_handle: Optional[asyncio.TimerHandle] = None
+        #: (path, (st_dev, st_ino)) of the Unix socket file this server made
+        self._unix_path: Optional[Tuple[str, Tuple[int, int]]] = None
 
     async def start(
         self,
@@ -452,7 +625,11 @@ class Server:
 
         :param address: ``(host, port)``; host ``''`` listens on every
             interface, port ``0`` picks a free port (see :attr:`port`).  A
-            string is the path of a Unix socket.
+            string (or path-like object) is the path of a Unix socket: a
+            socket file left there by a server that is gone is replaced; a
+            live server's socket, or a file that is not a socket, is not
+            (:class:`OSError` ``EADDRINUSE``).  :meth:`close` removes the
+            socket file.
         :param ssl: an :class:`ssl.SSLContext` for TLS.
         :param backlog: the listen backlog.
         :param reuse_port: set ``SO_REUSEPORT`` (several processes on one port).
@@ -461,8 +638,18 @@ class Server:
             raise RuntimeError("the server is already started")
         loop = asyncio.get_running_loop()
         self._closed = loop.create_future()
-        if isinstance(address, str):
-            self._server = await loop.create_unix_server(self._make_protocol, address, ssl=ssl, backlog=backlog)
+        if isinstance(address, (str, os.PathLike)):
+            path = os.fspath(address)
+            sock, ident = _bind_unix(path)
+            try:
+                self._server = await loop.create_unix_server(
+                    self._make_protocol, sock=sock, ssl=ssl, backlog=backlog)
+            except BaseException:
+                sock.close()
+                _unlink_unix(path, ident)
+                raise
+            if ident is not None:
+                self._unix_path = (path, ident)
         else:
             host, port = address
             self._server = await loop.create_server(
@@ -537,6 +724,11 @@ class Server:
         self._closing = True
         if self._server is not None:
             self._server.close()
+        if self._unix_path is not None:
+            # Neither asyncio (before 3.13) nor uvloop removes the file.
+            path, ident = self._unix_path
+            self._unix_path = None
+            _unlink_unix(path, ident)
         for conn in list(self._connections):
             conn._shutdown()
         if self._connections and self.grace_period is not None and self._closed is not None:
@@ -584,7 +776,7 @@ class Server:
 
 
 async def create_server(
-    service: type,
+    service: Any,
     handler: Any,
     address: Address = ("", 6000),
     loop: Optional[asyncio.AbstractEventLoop] = None,
@@ -601,20 +793,35 @@ async def create_server(
     reuse_port: bool = False,
     max_concurrency: Optional[int] = DEFAULT_MAX_CONCURRENCY,
     grace_period: Optional[float] = DEFAULT_GRACE_PERIOD,
+    read_timeout: Optional[float] = None,
 ) -> Server:
     """Create and start a Thrift server.  This is a coroutine.
 
-    :param service: a thriftpy2 service class.
+    Several services on one server: register them on a
+    :class:`~aiothrift.TMultiplexedProcessor` and pass it as ``service``,
+    with ``handler=None``; clients name the service they call
+    (``create_connection(..., service_name="Calc")``, or Apache's
+    ``TMultiplexedProtocol``).
+
+    :param service: a thriftpy2 service class; or a
+        :class:`~aiothrift.TMultiplexedProcessor` (or a
+        :class:`~aiothrift.TProcessor`), with ``handler=None``.
     :param handler: an object with a method (``async def`` or plain) per
         service method; see :class:`~aiothrift.TProcessor`.
     :param address: ``(host, port)``, default ``('', 6000)``: every
         interface.  Port ``0`` picks a free port: read it from
-        :attr:`Server.port`.  A string is a Unix socket path.
+        :attr:`Server.port`.  A string (or path-like object) is a Unix
+        socket path; the socket file is removed when the server closes (see
+        :meth:`Server.start`).
     :param loop: deprecated and ignored (the running loop is used).
     :param protocol_cls: a :class:`~aiothrift.TProtocol` subclass.
     :param timeout: idle timeout per connection in seconds (see :class:`Server`).
+    :param read_timeout: seconds a request may take to arrive, from its first
+        byte to its last (see :class:`Server`); default: ``timeout``.
     :param framed: framed transport.
-    :param ssl: an :class:`ssl.SSLContext` for TLS.
+    :param ssl: an :class:`ssl.SSLContext` for TLS (server side: made with
+        ``ssl.Purpose.CLIENT_AUTH``, with the server's certificate chain;
+        ``verify_mode = ssl.CERT_REQUIRED`` and the clients' CA for mutual TLS).
     :param max_frame_size: largest request accepted, in bytes.
     :param max_string_size: largest string/binary accepted in a request.
     :param max_container_size: largest list/set/map accepted in a request.
@@ -626,8 +833,14 @@ async def create_server(
     :returns: the started :class:`Server`.
     """
     _warn_loop(loop)
+    if isinstance(service, (TProcessor, TMultiplexedProcessor)):
+        if handler is not None:
+            raise TypeError("create_server(processor, handler): with a processor, handler must be None")
+        processor: Any = service
+    else:
+        processor = TProcessor(service, handler)
     server = Server(
-        TProcessor(service, handler), protocol_cls, timeout, framed=framed, max_frame_size=max_frame_size,
+        processor, protocol_cls, timeout, framed=framed, max_frame_size=max_frame_size,
         max_string_size=max_string_size, max_container_size=max_container_size, max_depth=max_depth,
-        max_concurrency=max_concurrency, grace_period=grace_period)
+        max_concurrency=max_concurrency, grace_period=grace_period, read_timeout=read_timeout)
     return await server.start(address, ssl=ssl, backlog=backlog, reuse_port=reuse_port)
