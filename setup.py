@@ -22,9 +22,10 @@ if NO_EXTENSIONS:
 else:
     from Cython.Build import cythonize
 
-    print("*** aiothrift: compiling the Cython extensions _framing, _binary and _compact", file=sys.stderr)
+    print("*** aiothrift: compiling the Cython extensions _framing, _schema, _binary and _compact", file=sys.stderr)
     extensions = [
         Extension("aiothrift._framing", ["aiothrift/_framing.pyx"]),
+        Extension("aiothrift._schema", ["aiothrift/_schema.pyx"]),
         Extension("aiothrift._binary", ["aiothrift/_binary.pyx"]),
         Extension("aiothrift._compact", ["aiothrift/_compact.pyx"]),
     ]

@@ -4,6 +4,10 @@
 The twin of the pure-Python ``aiothrift._binary_py``: same API, same bytes,
 same objects, same exceptions (see ``docs/internals.md``).
 
+The protocol-independent machinery (compiled schema, object construction,
+struct-decoding skeleton, shared C helpers and errors) is ``aiothrift._schema``,
+cimported; this module holds the binary wire format.
+
 Where the speed comes from:
 
 * Each struct class is compiled once (``_spec.struct_info`` -> :class:`StructSpec`)
@@ -26,7 +30,7 @@ Where the speed comes from:
   one copy into a ``bytes``.
 """
 
-from cpython.object cimport PyObject, PyTypeObject
+from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.bytes cimport (
     PyBytes_AS_STRING,
@@ -38,28 +42,32 @@ from cpython.bytes cimport (
 from cpython.unicode cimport PyUnicode_Check
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
 from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.dict cimport PyDict_CheckExact, PyDict_Copy
+from cpython.dict cimport PyDict_CheckExact
 from cpython.set cimport PySet_Add
 from cpython.long cimport PyLong_FromLong, PyLong_FromLongLong
 from cpython.float cimport PyFloat_FromDouble
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.type cimport PyType_Check
 from libc.stdint cimport (
     INT8_MAX, INT8_MIN, INT16_MAX, INT16_MIN, INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN,
     int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t,
 )
 cimport cython
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy
 
 from aiothrift._framing cimport WriteBuffer
+from aiothrift._schema cimport (
+    GUARD_DEPTH, T_BINARY, T_BOOL, T_BYTE, T_DOUBLE, T_I16, T_I32, T_I64, T_LIST,
+    T_MAP, T_SET, T_STOP, T_STRING, T_STRUCT,
+    FieldC, Reader, Schema, StructSpec, TypeDesc,
+    aiothrift_as_double, aiothrift_as_int, aiothrift_decode_key, aiothrift_decode_name,
+    aiothrift_decode_text, aiothrift_field_value, aiothrift_instance_dict, aiothrift_list_to_set,
+    aiothrift_map_set, check_limit, clamp_ssize, contiguous, decode_struct, need, raise_depth,
+    raise_missing, raise_truncated, spec_lookup, td_spec,
+)
 
-import copy as _copy
-import sys as _sys
-
-from aiothrift._spec import _IMMUTABLE, MIN_WIDTH, struct_info
+from aiothrift._spec import MIN_WIDTH
 from aiothrift.errors import (
     BadVersionError,
-    DepthLimitError,
     InvalidDataError,
     NegativeSizeError,
     SizeLimitError,
@@ -76,7 +84,6 @@ __all__ = ("BinaryCodec",)
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
-    object PyNumber_Index(object)
     Py_ssize_t PyNumber_AsSsize_t(object, PyObject*) except? -1
     object _PyDict_NewPresized(Py_ssize_t)
     int Py_EnterRecursiveCall(const char*) except? 1
@@ -86,212 +93,7 @@ cdef extern from "Python.h":
 
 cdef extern from *:
     """
-    /* Small helpers that need manual error handling. */
-
-    /* Instance creation without __init__: what ``cls.__new__(cls)`` followed by
-       ``obj.__dict__ = d`` does, minus the work thrown away.  For classes that
-       inherit object's tp_new, tp_alloc alone (object_new would also build the
-       inline attribute values that the dict assignment discards at once). */
-    static PyObject* aiothrift_new_instance(PyObject* cls, PyObject* empty, PyObject* d) {
-        PyTypeObject* tp = (PyTypeObject*)cls;
-        PyObject* o;
-        if (tp->tp_new == PyBaseObject_Type.tp_new && tp->tp_alloc != NULL
-                && !(tp->tp_flags & Py_TPFLAGS_IS_ABSTRACT)) {
-            o = tp->tp_alloc(tp, 0);
-        } else if (tp->tp_new != NULL) {
-            o = tp->tp_new(tp, empty, NULL);
-        } else {
-            PyErr_Format(PyExc_TypeError, "cannot create '%.200s' instances", tp->tp_name);
-            return NULL;
-        }
-        if (o == NULL) return NULL;
-        PyObject** dp = _PyObject_GetDictPtr(o);
-        if (dp == NULL) {
-            if (PyObject_SetAttrString(o, "__dict__", d) < 0) { Py_DECREF(o); return NULL; }
-            return o;
-        }
-        Py_INCREF(d);
-        Py_XSETREF(*dp, d);
-        return o;
-    }
-
-    static PyObject* aiothrift_tp_new(PyObject* cls, PyObject* empty) {
-        PyTypeObject* tp = (PyTypeObject*)cls;
-        if (tp->tp_new == NULL) {
-            PyErr_Format(PyExc_TypeError, "cannot create '%.200s' instances", tp->tp_name);
-            return NULL;
-        }
-        return tp->tp_new(tp, empty, NULL);
-    }
-
-    /* The instance ``__dict__`` (new reference) as ``getattr(obj, "__dict__", None)``
-       would give it: ``empty`` when the object supports a dict but has none yet,
-       None when it has no dict at all. */
-    static PyObject* aiothrift_instance_dict(PyObject* obj, PyObject* empty) {
-        PyObject** dp = _PyObject_GetDictPtr(obj);
-        PyObject* d;
-        if (dp == NULL) {
-            if (PyErr_Occurred()) return NULL;
-            d = Py_None;
-        } else if (*dp == NULL) {
-            d = empty;
-        } else {
-            d = *dp;
-        }
-        Py_INCREF(d);
-        return d;
-    }
-
-    /* Borrowed ``d.get(key)``; NULL without an exception when absent. */
-    static PyObject* aiothrift_dict_get(PyObject* d, PyObject* key) {
-        return PyDict_GetItemWithError(d, key);
-    }
-
-    /* A field value to encode (new reference): ``d.get(name)`` when the object
-       has a dict ``d``, else ``getattr(obj, name, None)``. */
-    static PyObject* aiothrift_field_value(PyObject* d, PyObject* obj, PyObject* name) {
-        PyObject* v;
-        if (d != Py_None) {
-            v = PyDict_GetItemWithError(d, name);
-            if (v == NULL) {
-                if (PyErr_Occurred()) return NULL;
-                Py_RETURN_NONE;
-            }
-            Py_INCREF(v);
-            return v;
-        }
-        v = PyObject_GetAttr(obj, name);
-        if (v == NULL && PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            PyErr_Clear();
-            Py_RETURN_NONE;
-        }
-        return v;
-    }
-
-    static PyObject* aiothrift_decode_text(const char* p, Py_ssize_t n) {
-        PyObject* o = PyUnicode_DecodeUTF8(p, n, NULL);
-        if (o == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-            /* thriftpy2 semantics: not UTF-8 -> hand back the bytes */
-            PyErr_Clear();
-            o = PyBytes_FromStringAndSize(p, n);
-        }
-        return o;
-    }
-
-    /* Map keys repeat across the entries of a message and across messages:
-       short ASCII keys come from a small cache of str objects (as msgspec
-       does), which also keeps their hash computed. */
-    #define AIOTHRIFT_KEY_CACHE_SIZE 512
-    #define AIOTHRIFT_KEY_CACHE_MAXLEN 16
-    static PyObject* aiothrift_key_cache[AIOTHRIFT_KEY_CACHE_SIZE];
-
-    static PyObject* aiothrift_decode_key(const char* p, Py_ssize_t n) {
-        uint32_t h = 2166136261u;
-        Py_ssize_t i;
-        PyObject** slot;
-        PyObject* s;
-        if (n > AIOTHRIFT_KEY_CACHE_MAXLEN) return aiothrift_decode_text(p, n);
-        for (i = 0; i < n; i++) { h ^= (unsigned char)p[i]; h *= 16777619u; }
-        slot = &aiothrift_key_cache[(h ^ (h >> 16)) & (AIOTHRIFT_KEY_CACHE_SIZE - 1)];
-        s = *slot;
-        /* cached entries are exact compact ASCII str: bytes compare exactly */
-        if (s != NULL && PyUnicode_GET_LENGTH(s) == n
-                && memcmp(PyUnicode_1BYTE_DATA(s), p, (size_t)n) == 0) {
-            Py_INCREF(s);
-            return s;
-        }
-        s = aiothrift_decode_text(p, n);
-        if (s != NULL && PyUnicode_CheckExact(s) && PyUnicode_IS_COMPACT_ASCII(s)) {
-            Py_INCREF(s);
-            Py_XSETREF(*slot, s);
-        }
-        return s;
-    }
-
-    static PyObject* aiothrift_decode_name(const char* p, Py_ssize_t n, PyObject* invalid) {
-        PyObject* o = PyUnicode_DecodeUTF8(p, n, NULL);
-        if (o == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-            PyErr_Clear();
-            PyErr_SetString(invalid, "message name is not valid UTF-8");
-        }
-        return o;
-    }
-
-    static int aiothrift_map_set(PyObject* d, PyObject* k, PyObject* v, PyObject* invalid) {
-        if (PyDict_SetItem(d, k, v) == 0) return 0;
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Clear();
-            PyErr_SetString(invalid, "unhashable map key");
-        }
-        return -1;
-    }
-
-    static PyObject* aiothrift_list_to_set(PyObject* lst, PyObject* invalid) {
-        PyObject* s = PySet_New(lst);
-        if (s == NULL && PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Clear();
-            PyErr_SetString(invalid, "unhashable set element");
-        }
-        return s;
-    }
-
-    /* byte/i16/i32/i64 (enums too): operator.index rules, range checked. */
-    static int aiothrift_as_int(PyObject* v, long long lo, long long hi,
-                                const char* name, long long* out) {
-        long long x;
-        int overflow = 0;
-        if (PyLong_Check(v)) {
-            x = PyLong_AsLongLongAndOverflow(v, &overflow);
-            if (x == -1 && PyErr_Occurred()) return -1;
-        } else {
-            PyObject* i;
-            if (!PyIndex_Check(v)) {
-                PyErr_Format(PyExc_TypeError, "%s expected an integer, got %.200s",
-                             name, Py_TYPE(v)->tp_name);
-                return -1;
-            }
-            i = PyNumber_Index(v);
-            if (i == NULL) return -1;
-            x = PyLong_AsLongLongAndOverflow(i, &overflow);
-            if (x == -1 && PyErr_Occurred()) { Py_DECREF(i); return -1; }
-            if (overflow || x < lo || x > hi) {
-                PyErr_Format(PyExc_OverflowError, "%s out of range: %S not in [%lld, %lld]",
-                             name, i, lo, hi);
-                Py_DECREF(i);
-                return -1;
-            }
-            Py_DECREF(i);
-            *out = x;
-            return 0;
-        }
-        if (overflow || x < lo || x > hi) {
-            PyErr_Format(PyExc_OverflowError, "%s out of range: %S not in [%lld, %lld]",
-                         name, v, lo, hi);
-            return -1;
-        }
-        *out = x;
-        return 0;
-    }
-
-    /* double: what struct.pack("!d", v) accepts; errors as the twin maps them. */
-    static int aiothrift_as_double(PyObject* v, double* out) {
-        double x;
-        if (PyFloat_CheckExact(v)) { *out = PyFloat_AS_DOUBLE(v); return 0; }
-        x = PyFloat_AsDouble(v);
-        if (x == -1.0 && PyErr_Occurred()) {
-            PyErr_Clear();
-            if (PyLong_Check(v))
-                PyErr_SetString(PyExc_OverflowError, "int too large to convert to a double");
-            else
-                PyErr_Format(PyExc_TypeError,
-                             "double expected a float or an integer, got %.200s",
-                             Py_TYPE(v)->tp_name);
-            return -1;
-        }
-        *out = x;
-        return 0;
-    }
-
+    /* Big-endian loads and stores. */
     static inline int16_t aiothrift_ld16(const unsigned char* p) {
         return (int16_t)(uint16_t)(((uint16_t)p[0] << 8) | (uint16_t)p[1]);
     }
@@ -325,20 +127,6 @@ cdef extern from *:
         aiothrift_st64(p, u);
     }
     """
-    object aiothrift_new_instance(object cls, object empty, object d)
-    object aiothrift_tp_new(object cls, object empty)
-    int PyObject_GenericSetAttr(object, object, object) except -1
-    object aiothrift_instance_dict(object obj, object empty)
-    PyObject* aiothrift_dict_get(object d, object key)
-    object aiothrift_field_value(object d, object obj, object name)
-    object aiothrift_decode_text(const char* p, Py_ssize_t n)
-    object aiothrift_decode_key(const char* p, Py_ssize_t n)
-    object aiothrift_decode_name(const char* p, Py_ssize_t n, object invalid)
-    int aiothrift_map_set(object d, object k, object v, object invalid) except -1
-    object aiothrift_list_to_set(object lst, object invalid)
-    int aiothrift_as_int(object v, long long lo, long long hi, const char* name,
-                         long long* out) except -1
-    int aiothrift_as_double(object v, double* out) except -1
     int16_t aiothrift_ld16(const unsigned char* p) noexcept nogil
     int32_t aiothrift_ld32(const unsigned char* p) noexcept nogil
     int64_t aiothrift_ld64(const unsigned char* p) noexcept nogil
@@ -348,28 +136,6 @@ cdef extern from *:
     void aiothrift_st64(char* p, uint64_t v) noexcept nogil
     void aiothrift_stdouble(char* p, double d) noexcept nogil
 
-
-# Thrift type ids (thriftpy2's; BINARY is written as STRING on the wire).
-cdef enum:
-    T_STOP = 0
-    T_BOOL = 2
-    T_BYTE = 3
-    T_DOUBLE = 4
-    T_I16 = 6
-    T_I32 = 8
-    T_I64 = 10
-    T_STRING = 11
-    T_STRUCT = 12
-    T_MAP = 13
-    T_SET = 14
-    T_LIST = 15
-    T_BINARY = 18
-
-# Past this nesting level each struct/container level also takes a slot of
-# the interpreter's recursion budget: max_depth bounds the nesting, this makes
-# an absurd max_depth a RecursionError instead of a C stack overflow.
-cdef enum:
-    GUARD_DEPTH = 100
 
 cdef Py_ssize_t MAX_I32 = 0x7FFFFFFF
 cdef uint32_t VERSION_1 = 0x80010000
@@ -391,313 +157,35 @@ FIXEDW[T_I32] = 4
 FIXEDW[T_I64] = 8
 FIXEDW[T_DOUBLE] = 8
 
-cdef tuple _EMPTY_TUPLE = ()
 cdef dict _EMPTY_DICT = {}
-cdef object _deepcopy = _copy.deepcopy
-cdef tuple _IMMUTABLE_TYPES = _IMMUTABLE
-# exact types whose values never need a copy inside a copied default container
-cdef tuple _ATOMIC = (type(None), bool, int, float, str, bytes)
 
 
 # ---------------------------------------------------------------- schema
 
-cdef class TypeDesc:
-    """One Thrift type, compiled from a ``_spec`` TypeInfo."""
-    cdef int ttype           # thriftpy2 type id (T_BINARY included)
-    cdef int wire            # type id on the wire
-    cdef Py_ssize_t min_width  # containers: fewest bytes per element (key + value for maps)
-    cdef TypeDesc elem       # list/set element, map key
-    cdef TypeDesc val        # map value
-    cdef object cls          # struct class
-    cdef StructSpec spec     # struct spec, resolved on first use (recursive types)
+cdef class BinarySchema(Schema):
+    """Struct classes compiled for the binary protocol (``_schema.Schema``)."""
 
-
-cdef TypeDesc make_type(object tinfo):
-    cdef TypeDesc td = TypeDesc.__new__(TypeDesc)
-    ttype, arg = tinfo
-    td.ttype = ttype
-    td.wire = T_STRING if ttype == T_BINARY else ttype
-    if ttype == T_LIST or ttype == T_SET:
-        td.elem = make_type(arg)
-        td.min_width = MINW[td.elem.wire]
-    elif ttype == T_MAP:
-        td.elem = make_type(arg[0])
-        td.val = make_type(arg[1])
-        td.min_width = MINW[td.elem.wire] + MINW[td.val.wire]
-    elif ttype == T_STRUCT:
-        td.cls = arg
-    elif ttype not in (T_BOOL, T_BYTE, T_DOUBLE, T_I16, T_I32, T_I64, T_STRING, T_BINARY):
-        raise TypeError("unsupported Thrift type id %r" % (ttype,))
-    return td
-
-
-ctypedef struct FieldC:
-    PyObject* name      # interned str, owned by StructSpec._keep
-    PyObject* td        # TypeDesc, owned by StructSpec._keep
-    int ttype
-    int16_t fid
-    unsigned char wire
-    char hdr[3]         # field header as written: wire type, big-endian id
-    bint required
-    int req_bit         # bit in the "required seen" mask, -1 if not required or past 64
-
-
-cdef enum:
-    INDEX_MAX_SPAN = 256   # fid ranges up to this use a direct-index table
-
-
-cdef class StructSpec:
-    """A struct class compiled for the codec (built once per class)."""
-    cdef object cls
-    cdef str cls_name
-    cdef Py_ssize_t nfields
-    cdef FieldC* fields
-    cdef list _keep
-    cdef int min_fid
-    cdef Py_ssize_t index_len
-    cdef int16_t* index      # fid - min_fid -> field index, -1 when absent
-    cdef dict by_id          # fid -> field index, when the id range is too wide
-    cdef dict defaults
-    cdef tuple mutable_keys  # keys whose default must be copied per decode (None: none)
-    cdef bint deep_defaults  # copy them with copy.deepcopy (else a shallow copy suffices)
-    cdef tuple required_names
-    cdef int nrequired
-    cdef uint64_t required_mask
-    # attribute mode: decoded objects get their attributes set one by one in
-    # defaults order (same __dict__ as the twin's, built cheaper)
-    cdef bint attr_mode
-    cdef Py_ssize_t norder
-    cdef PyObject** order_names      # borrowed from _keep
-    cdef PyObject** order_defaults   # borrowed from _keep
-    cdef Py_ssize_t* order_idx       # field index, -1 for a default-only name
-    cdef unsigned char* order_copy   # COPY_* per default
-
-    def __dealloc__(self):
-        PyMem_Free(self.fields)
-        PyMem_Free(self.index)
-        PyMem_Free(self.order_names)
-        PyMem_Free(self.order_defaults)
-        PyMem_Free(self.order_idx)
-        PyMem_Free(self.order_copy)
-
-    cdef dict new_dict(self):
-        """A fresh attribute dict: the defaults, mutable ones copied."""
-        cdef dict d = PyDict_Copy(self.defaults)
-        cdef dict memo
-        if self.mutable_keys is None:
-            return d
-        if self.deep_defaults:
-            memo = {}
-            for k in self.mutable_keys:
-                d[k] = _deepcopy(self.defaults[k], memo)
-        else:
-            for k in self.mutable_keys:
-                v = self.defaults[k]
-                if type(v) is list:
-                    d[k] = list(<list>v)
-                elif type(v) is dict:
-                    d[k] = PyDict_Copy(v)
-                else:
-                    d[k] = set(v)
-        return d
-
-
-cdef inline Py_ssize_t spec_lookup(StructSpec spec, int fid) except -2:
-    """Index of field ``fid`` in ``spec.fields``, -1 when the spec has none."""
-    cdef Py_ssize_t k
-    if spec.index != NULL:
-        k = fid - spec.min_fid
-        if 0 <= k < spec.index_len:
-            return spec.index[k]
-        return -1
-    if spec.nfields == 0:
-        return -1
-    v = spec.by_id.get(fid)
-    if v is None:
-        return -1
-    return <Py_ssize_t>v
-
-
-cdef enum:
-    COPY_NONE = 0
-    COPY_LIST = 1
-    COPY_DICT = 2
-    COPY_SET = 3
-    COPY_DEEP = 4
-
-
-cdef dict _specs = {}
-
-
-cdef bint _is_simple_container(object v):
-    """A list/dict/set of atomic values: a shallow copy equals a deep copy."""
-    t = type(v)
-    if t is list or t is set:
-        return all(type(e) in _ATOMIC for e in v)
-    if t is dict:
-        return all(type(k) in _ATOMIC and type(e) in _ATOMIC for k, e in (<dict>v).items())
-    return False
-
-
-cdef StructSpec build_spec(object cls):
-    info = struct_info(cls)
-    cdef StructSpec spec = StructSpec.__new__(StructSpec)
-    cdef Py_ssize_t i, n = len(info.fields)
-    cdef FieldC* f
-    cdef int req_bit = 0
-    cdef int fid
-    cdef TypeDesc td
-    spec.cls = cls
-    spec.cls_name = cls.__name__
-    spec._keep = []
-    spec.fields = <FieldC*>PyMem_Malloc(sizeof(FieldC) * (n if n else 1))
-    if spec.fields == NULL:
-        raise MemoryError()
-    spec.nfields = n
-    spec.by_id = {}
-    min_fid = max_fid = 0
-    for i, finfo in enumerate(info.fields):
-        f = &spec.fields[i]
-        name = finfo.name
-        if type(name) is str:
-            name = _intern(name)
-        td = make_type(finfo.type)
-        spec._keep.append(name)
-        spec._keep.append(td)
+    cdef int init_field(self, FieldC* f, object finfo, str cls_name) except -1:
         if not -32768 <= finfo.fid <= 32767:
-            raise ValueError("field id %r of %s is not an i16" % (finfo.fid, spec.cls_name))
-        fid = finfo.fid
-        f.name = <PyObject*>name
-        f.td = <PyObject*>td
-        f.ttype = td.ttype
-        f.fid = <int16_t>fid
-        f.wire = <unsigned char>td.wire
-        f.hdr[0] = <char>td.wire
+            raise ValueError("field id %r of %s is not an i16" % (finfo.fid, cls_name))
+        f.fid = <int16_t>finfo.fid
+        # field header as written: wire type, big-endian id
+        f.hdr[0] = <char>f.wire
         f.hdr[1] = <char>((<uint16_t>f.fid) >> 8)
         f.hdr[2] = <char>(<uint16_t>f.fid)
-        f.required = finfo.required
-        f.req_bit = -1
-        if f.required:
-            if req_bit < 64:
-                f.req_bit = req_bit
-                spec.required_mask |= (<uint64_t>1) << req_bit
-            req_bit += 1
-        spec.by_id[fid] = i
-        if i == 0 or fid < min_fid:
-            min_fid = fid
-        if i == 0 or fid > max_fid:
-            max_fid = fid
-    spec.nrequired = req_bit
-    spec.required_names = tuple(info.required)
-    spec.min_fid = min_fid
-    if n and max_fid - min_fid + 1 <= INDEX_MAX_SPAN:
-        spec.index_len = max_fid - min_fid + 1
-        spec.index = <int16_t*>PyMem_Malloc(sizeof(int16_t) * spec.index_len)
-        if spec.index == NULL:
-            raise MemoryError()
-        for i in range(spec.index_len):
-            spec.index[i] = -1
-        for i in range(n):
-            spec.index[spec.fields[i].fid - min_fid] = <int16_t>i
-    # Defaults: same dict (and key order) as _spec.make_defaults gives.
-    spec.defaults = dict(info.defaults)
-    if info.mutable_defaults:
-        keys = tuple(k for k, v in spec.defaults.items() if not isinstance(v, _IMMUTABLE_TYPES))
-        spec.mutable_keys = keys
-        values = [spec.defaults[k] for k in keys]
-        # Shared objects keep their aliasing only through deepcopy's memo.
-        spec.deep_defaults = (
-            len({id(v) for v in values}) != len(values)
-            or not all(_is_simple_container(v) for v in values)
-        )
-    _init_attr_mode(spec, info)
-    return spec
-
-
-cdef int _init_attr_mode(StructSpec spec, object info) except -1:
-    """Decide whether decoded objects can get their fields by attribute stores.
-
-    That gives exactly the dict the twin installs (same keys, values and order:
-    an instance dict keeps insertion order) when the instances have a
-    ``__dict__``, every field has a default-spec entry, and no class in the
-    MRO defines a data descriptor (property, slot) under a default's name.
-    """
-    cdef Py_ssize_t j, n
-    cls = spec.cls
-    if not isinstance(cls, type) or (<PyTypeObject*>cls).tp_dictoffset == 0:
+        f.hdr_len = 3
         return 0
-    names = list(spec.defaults)
-    if any(type(k) is not str for k in names):
-        return 0
-    if any(f.name not in spec.defaults for f in info.fields):
-        return 0
-    for k in names:
-        for klass in cls.__mro__:
-            attr = klass.__dict__.get(k)
-            if attr is not None and (hasattr(type(attr), "__set__") or hasattr(type(attr), "__delete__")):
-                return 0
-    n = len(names)
-    spec.order_names = <PyObject**>PyMem_Malloc(sizeof(PyObject*) * (n if n else 1))
-    spec.order_defaults = <PyObject**>PyMem_Malloc(sizeof(PyObject*) * (n if n else 1))
-    spec.order_idx = <Py_ssize_t*>PyMem_Malloc(sizeof(Py_ssize_t) * (n if n else 1))
-    spec.order_copy = <unsigned char*>PyMem_Malloc(n if n else 1)
-    if (spec.order_names == NULL or spec.order_defaults == NULL or spec.order_idx == NULL
-            or spec.order_copy == NULL):
-        raise MemoryError()
-    field_index = {f.name: i for i, f in enumerate(info.fields)}
-    mutable = set(spec.mutable_keys or ())
-    for j in range(n):
-        name = _intern(names[j])
-        dflt = spec.defaults[names[j]]
-        spec._keep.append(name)
-        spec._keep.append(dflt)
-        spec.order_names[j] = <PyObject*>name
-        spec.order_defaults[j] = <PyObject*>dflt
-        spec.order_idx[j] = field_index.get(name, -1)
-        if names[j] not in mutable:
-            spec.order_copy[j] = COPY_NONE
-        elif spec.deep_defaults:
-            spec.order_copy[j] = COPY_DEEP
-        elif type(dflt) is list:
-            spec.order_copy[j] = COPY_LIST
-        elif type(dflt) is dict:
-            spec.order_copy[j] = COPY_DICT
-        else:
-            spec.order_copy[j] = COPY_SET
-    spec.norder = n
-    spec.attr_mode = True
-    return 0
 
 
-cdef object _intern(str s):
-    return _sys.intern(s)
+cdef BinarySchema _SCHEMA = BinarySchema()
+_SCHEMA.minw = MINW
 
 
-cdef StructSpec get_spec(object cls):
-    cdef PyObject* p = aiothrift_dict_get(_specs, cls)
-    if p != NULL:
-        return <StructSpec>p
-    spec = build_spec(cls)
-    _specs[cls] = spec
-    return spec
-
-
-cdef inline StructSpec td_spec(TypeDesc td):
-    if td.spec is None:
-        td.spec = get_spec(td.cls)
-    return td.spec
+cdef inline StructSpec get_spec(object cls):
+    return _SCHEMA.get_spec(cls)
 
 
 # ---------------------------------------------------------------- errors
-
-cdef int raise_depth(int max_depth) except -1:
-    raise DepthLimitError("Thrift data nests deeper than max_depth=%d" % max_depth)
-
-
-cdef int raise_truncated(Py_ssize_t want, Py_ssize_t left) except -1:
-    raise TruncatedError("input ends inside a value: %d bytes needed, %d left"
-                         % (want, left if left > 0 else 0))
-
 
 cdef int raise_bad_type(int t) except -1:
     raise InvalidDataError("invalid type id %d" % t)
@@ -712,22 +200,6 @@ cdef int check_elem_type(int t, int expected, str what) except -1:
 
 
 # ---------------------------------------------------------------- decode
-
-ctypedef struct Reader:
-    const unsigned char* buf
-    Py_ssize_t pos
-    Py_ssize_t end
-    Py_ssize_t max_string
-    Py_ssize_t max_container
-    int max_depth
-    bint decode_response
-
-
-cdef inline int need(Reader* r, Py_ssize_t n) except -1:
-    if r.end - r.pos < n:
-        raise_truncated(n, r.end - r.pos)
-    return 0
-
 
 cdef inline Py_ssize_t read_size(Reader* r, Py_ssize_t limit, str what) except -1:
     """A declared string length: checked against the limit and the bytes left."""
@@ -787,7 +259,7 @@ cdef object decode_value(Reader* r, TypeDesc td, int depth):
     elif t == T_BINARY:
         return read_string(r, False)
     elif t == T_STRUCT:
-        return decode_struct(r, td_spec(td), depth, None)
+        return decode_struct(r, td_spec(td), depth, None, read_fields)
     elif t == T_BOOL:
         need(r, 1)
         p = r.buf + r.pos
@@ -816,57 +288,6 @@ cdef object decode_value(Reader* r, TypeDesc td, int depth):
         return decode_map(r, td, depth)
     raise_bad_type(t)
 
-
-cdef object decode_struct(Reader* r, StructSpec spec, int depth, object target):
-    depth += 1
-    if depth > r.max_depth:
-        raise_depth(r.max_depth)
-    if depth <= GUARD_DEPTH:
-        return decode_struct_body(r, spec, depth, target)
-    Py_EnterRecursiveCall(" while decoding Thrift data")
-    try:
-        return decode_struct_body(r, spec, depth, target)
-    finally:
-        Py_LeaveRecursiveCall()
-
-
-cdef enum:
-    INLINE_FIELDS = 24   # structs up to this many fields decode with no heap array
-
-
-cdef object decode_struct_body(Reader* r, StructSpec spec, int depth, object target):
-    cdef PyObject* inline_vals[INLINE_FIELDS]
-    cdef PyObject** vals
-    cdef Py_ssize_t i, n = spec.nfields
-    cdef dict d
-    if target is not None or not spec.attr_mode:
-        # The twin's way: a dict of the defaults updated with the decoded fields,
-        # installed as __dict__ (or setattr'd on the target, in decode order).
-        d = spec.new_dict() if target is None else {}
-        read_fields(r, spec, depth, NULL, d)
-        if target is None:
-            return aiothrift_new_instance(spec.cls, _EMPTY_TUPLE, d)
-        for k, v in d.items():
-            setattr(target, k, v)
-        return target
-    # Fast way, same result: decoded values go to a per-field array, then the
-    # object gets its attributes in defaults order (instance attribute values,
-    # no dict built and thrown away).
-    if n <= INLINE_FIELDS:
-        vals = inline_vals
-    else:
-        vals = <PyObject**>PyMem_Malloc(n * sizeof(PyObject*))
-        if vals == NULL:
-            raise MemoryError()
-    memset(vals, 0, n * sizeof(PyObject*))
-    try:
-        read_fields(r, spec, depth, vals, None)
-        return build_object(spec, vals)
-    finally:
-        for i in range(n):
-            Py_XDECREF(vals[i])
-        if vals != inline_vals:
-            PyMem_Free(vals)
 
 
 cdef int read_fields(Reader* r, StructSpec spec, int depth, PyObject** vals, dict d) except -1:
@@ -922,40 +343,6 @@ cdef int read_fields(Reader* r, StructSpec spec, int depth, PyObject** vals, dic
                 if f.required and not (seen >> f.req_bit) & 1:
                     raise_missing(spec, <object>f.name)
     return 0
-
-
-cdef object build_object(StructSpec spec, PyObject** vals):
-    """A new instance (no ``__init__``) with every default-spec attribute set."""
-    cdef Py_ssize_t j, idx
-    cdef PyObject* v
-    cdef dict memo = None
-    obj = aiothrift_tp_new(spec.cls, _EMPTY_TUPLE)
-    for j in range(spec.norder):
-        idx = spec.order_idx[j]
-        v = vals[idx] if idx >= 0 else NULL
-        if v != NULL:
-            PyObject_GenericSetAttr(obj, <object>spec.order_names[j], <object>v)
-            continue
-        dflt = <object>spec.order_defaults[j]
-        kind = spec.order_copy[j]
-        if kind == COPY_NONE:
-            pass
-        elif kind == COPY_LIST:
-            dflt = list(<list>dflt)
-        elif kind == COPY_DICT:
-            dflt = PyDict_Copy(dflt)
-        elif kind == COPY_SET:
-            dflt = set(dflt)
-        else:
-            if memo is None:
-                memo = {}
-            dflt = _deepcopy(dflt, memo)
-        PyObject_GenericSetAttr(obj, <object>spec.order_names[j], dflt)
-    return obj
-
-
-cdef int raise_missing(StructSpec spec, object name) except -1:
-    raise InvalidDataError("required field %r of %s is missing" % (name, spec.cls_name))
 
 
 cdef object decode_list(Reader* r, TypeDesc td, int depth, bint as_set):
@@ -1490,17 +877,6 @@ cdef int encode_map_body(_Encoder e, object v, TypeDesc td, int depth,
 
 # ---------------------------------------------------------------- codec
 
-cdef object _check_limit(str name, object value, int minimum):
-    value = PyNumber_Index(value)
-    if value < minimum:
-        raise ValueError("%s must be >= %d, got %d" % (name, minimum, value))
-    return value
-
-
-cdef Py_ssize_t _clamp_ssize(object value):
-    return PyNumber_AsSsize_t(value, NULL)
-
-
 @cython.final
 cdef class BinaryCodec:
     """Encoder/decoder of Thrift's binary protocol for thriftpy2 structs.
@@ -1543,11 +919,11 @@ cdef class BinaryCodec:
         self.strict_read = bool(strict_read)
         self.strict_write = bool(strict_write)
         self.decode_response = bool(decode_response)
-        self.max_string_size = _check_limit("max_string_size", max_string_size, 0)
-        self.max_container_size = _check_limit("max_container_size", max_container_size, 0)
-        self.max_depth = _check_limit("max_depth", max_depth, 1)
-        self._max_string = _clamp_ssize(self.max_string_size)
-        self._max_container = _clamp_ssize(self.max_container_size)
+        self.max_string_size = check_limit("max_string_size", max_string_size, 0)
+        self.max_container_size = check_limit("max_container_size", max_container_size, 0)
+        self.max_depth = check_limit("max_depth", max_depth, 1)
+        self._max_string = clamp_ssize(self.max_string_size)
+        self._max_container = clamp_ssize(self.max_container_size)
         self._max_depth = <int>min(self.max_depth, 0x7FFFFFF0)
         self._enc = _Encoder()
         self._busy = False
@@ -1666,7 +1042,7 @@ cdef class BinaryCodec:
         if PyBytes_Check(data):
             return self._decode(spec, <const unsigned char*>PyBytes_AS_STRING(data),
                                 PyBytes_GET_SIZE(data), off, target)
-        data = _contiguous(data)
+        data = contiguous(data)
         if PyBytes_Check(data):
             return self._decode(spec, <const unsigned char*>PyBytes_AS_STRING(data),
                                 PyBytes_GET_SIZE(data), off, target)
@@ -1686,7 +1062,7 @@ cdef class BinaryCodec:
         r.max_container = self._max_container
         r.max_depth = self._max_depth
         r.decode_response = self.decode_response
-        return decode_struct(&r, spec, 0, target)
+        return decode_struct(&r, spec, 0, target, read_fields)
 
     def decode_message_begin(self, data):
         """Decode a message header: ``(name, mtype, seqid, body_offset)``."""
@@ -1694,7 +1070,7 @@ cdef class BinaryCodec:
         if PyBytes_Check(data):
             return self._message_begin(<const unsigned char*>PyBytes_AS_STRING(data),
                                        PyBytes_GET_SIZE(data))
-        data = _contiguous(data)
+        data = contiguous(data)
         if PyBytes_Check(data):
             return self._message_begin(<const unsigned char*>PyBytes_AS_STRING(data),
                                        PyBytes_GET_SIZE(data))
@@ -1738,13 +1114,3 @@ cdef class BinaryCodec:
         cdef const char* p = <const char*>(r.buf + r.pos)
         r.pos += n
         return aiothrift_decode_name(p, n, InvalidDataError)
-
-
-cdef object _contiguous(object data):
-    """``data`` itself when it exports a contiguous buffer, else a ``bytes`` copy."""
-    if type(data) is bytearray:
-        return data
-    mv = memoryview(data)
-    if mv.c_contiguous:
-        return data
-    return mv.tobytes()

@@ -14,8 +14,18 @@ from __future__ import annotations
 
 import struct
 from operator import index as _index
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Tuple
 
+from ._codec_common import (
+    CompilerBase,
+    Decoder,
+    Encoder,
+    Options,
+    as_double_error,
+    check_limit,
+    compiler_cache,
+    depth_error,
+)
 from ._spec import (
     MIN_WIDTH,
     T_BINARY,
@@ -37,7 +47,6 @@ from ._spec import (
 )
 from .errors import (
     BadVersionError,
-    DepthLimitError,
     InvalidDataError,
     NegativeSizeError,
     SizeLimitError,
@@ -79,14 +88,6 @@ _FIXED = {
 }
 _SKIP_WIDTH = {T_BOOL: 1, T_BYTE: 1, T_I16: 2, T_I32: 4, T_I64: 8, T_DOUBLE: 8}
 
-Encoder = Callable[[bytearray, Any, int], None]
-Decoder = Callable[[bytes, int, int], Tuple[Any, int]]
-
-
-def _depth_error(max_depth: int) -> DepthLimitError:
-    return DepthLimitError("Thrift data nests deeper than max_depth=%d" % max_depth)
-
-
 def _as_int_error(v: Any, name: str, lo: int, hi: int) -> Exception:
     """The exception for a value that ``struct`` refused as ``name``."""
     try:
@@ -94,12 +95,6 @@ def _as_int_error(v: Any, name: str, lo: int, hi: int) -> Exception:
     except TypeError:
         return TypeError("%s expected an integer, got %s" % (name, type(v).__name__))
     return OverflowError("%s out of range: %d not in [%d, %d]" % (name, v, lo, hi))
-
-
-def _as_double_error(v: Any) -> Exception:
-    if isinstance(v, int):
-        return OverflowError("int too large to convert to a double")
-    return TypeError("double expected a float or an integer, got %s" % type(v).__name__)
 
 
 def _string_bytes(v: Any) -> Any:
@@ -144,7 +139,7 @@ def _fixed_encoder(ttype: int) -> Encoder:
             try:
                 out += pack(v)
             except struct.error:
-                raise _as_double_error(v) from None
+                raise as_double_error(v) from None
     else:
         def encode(out: bytearray, v: Any, depth: int) -> None:
             try:
@@ -154,31 +149,8 @@ def _fixed_encoder(ttype: int) -> Encoder:
     return encode
 
 
-class _Options:
-    """Codec options that compiled closures bind; hashable cache key."""
-
-    __slots__ = ("decode_response", "max_string_size", "max_container_size", "max_depth", "key")
-
-    def __init__(self, decode_response: bool, max_string_size: int,
-                 max_container_size: int, max_depth: int) -> None:
-        self.decode_response = decode_response
-        self.max_string_size = max_string_size
-        self.max_container_size = max_container_size
-        self.max_depth = max_depth
-        self.key = (decode_response, max_string_size, max_container_size, max_depth)
-
-
-class _Compiler:
-    """Compiles ``TypeInfo`` into encoder/decoder closures for one option set.
-
-    Struct closures are cached per class and created lazily on first call, so
-    recursive types (``struct S { 1: list<S> kids }``) compile fine.
-    """
-
-    def __init__(self, opts: _Options) -> None:
-        self.opts = opts
-        self.struct_encoders: Dict[type, Encoder] = {}
-        self.struct_decoders: Dict[type, Callable[..., Any]] = {}
+class _Compiler(CompilerBase):
+    """The binary protocol's closures (see ``_codec_common.CompilerBase``)."""
 
     # -- encoders ----------------------------------------------------------
 
@@ -198,15 +170,6 @@ class _Compiler:
             return self._lazy_struct_encoder(arg)
         raise TypeError("unsupported Thrift type id %r" % (ttype,))
 
-    def _lazy_struct_encoder(self, cls: type) -> Encoder:
-        compiled: list = []
-
-        def encode(out: bytearray, v: Any, depth: int) -> None:
-            if not compiled:
-                compiled.append(self.struct_encoder(cls))
-            compiled[0](out, v, depth)
-        return encode
-
     def struct_encoder(self, cls: type) -> Encoder:
         enc = self.struct_encoders.get(cls)
         if enc is not None:
@@ -222,7 +185,7 @@ class _Compiler:
         def encode(out: bytearray, obj: Any, depth: int) -> None:
             depth += 1
             if depth > max_depth:
-                raise _depth_error(max_depth)
+                raise depth_error(max_depth)
             if not isinstance(obj, cls):
                 raise TypeError("expected %s, got %s" % (cls_name, type(obj).__name__))
             d = getattr(obj, "__dict__", None)
@@ -253,7 +216,7 @@ class _Compiler:
             def encode(out: bytearray, v: Any, depth: int) -> None:
                 depth += 1
                 if depth > max_depth:
-                    raise _depth_error(max_depth)
+                    raise depth_error(max_depth)
                 n = _count(v)
                 out += pack_hdr(ewire, n)
                 try:
@@ -270,7 +233,7 @@ class _Compiler:
             def encode(out: bytearray, v: Any, depth: int) -> None:
                 depth += 1
                 if depth > max_depth:
-                    raise _depth_error(max_depth)
+                    raise depth_error(max_depth)
                 out += pack_hdr(ewire, _count(v))
                 out += bytes([1 if e else 0 for e in v])
             return encode
@@ -278,7 +241,7 @@ class _Compiler:
         def encode(out: bytearray, v: Any, depth: int) -> None:
             depth += 1
             if depth > max_depth:
-                raise _depth_error(max_depth)
+                raise depth_error(max_depth)
             out += pack_hdr(ewire, _count(v))
             for e in v:
                 eenc(out, e, depth)
@@ -294,7 +257,7 @@ class _Compiler:
         def encode(out: bytearray, v: Any, depth: int) -> None:
             depth += 1
             if depth > max_depth:
-                raise _depth_error(max_depth)
+                raise depth_error(max_depth)
             out += pack_hdr(kwire, vwire, _count(v))
             for k, val in v.items():
                 kenc(out, k, depth)
@@ -349,13 +312,6 @@ class _Compiler:
             return raw, end
         return decode
 
-    def _check_count(self, n: int, what: str) -> None:
-        if n < 0:
-            raise NegativeSizeError("negative %s size %d" % (what, n))
-        if n > self.opts.max_container_size:
-            raise SizeLimitError("%s of %d elements exceeds max_container_size=%d"
-                                 % (what, n, self.opts.max_container_size))
-
     def _list_decoder(self, einfo: Tuple[int, Any], as_set: bool) -> Decoder:
         etype = einfo[0]
         ewire = wire_type(etype)
@@ -369,7 +325,7 @@ class _Compiler:
         def decode(data: bytes, pos: int, depth: int) -> Tuple[Any, int]:
             depth += 1
             if depth > max_depth:
-                raise _depth_error(max_depth)
+                raise depth_error(max_depth)
             t, n = _unpack_list_hdr(data, pos)
             pos += 5
             check_count(n, what)
@@ -409,7 +365,7 @@ class _Compiler:
         def decode(data: bytes, pos: int, depth: int) -> Tuple[Any, int]:
             depth += 1
             if depth > max_depth:
-                raise _depth_error(max_depth)
+                raise depth_error(max_depth)
             kt, vt, n = _unpack_map_hdr(data, pos)
             pos += 6
             check_count(n, "map")
@@ -427,15 +383,6 @@ class _Compiler:
             except TypeError:
                 raise InvalidDataError("unhashable map key") from None
             return result, pos
-        return decode
-
-    def _lazy_struct_decoder(self, cls: type) -> Decoder:
-        compiled: list = []
-
-        def decode(data: bytes, pos: int, depth: int) -> Tuple[Any, int]:
-            if not compiled:
-                compiled.append(self.struct_decoder(cls))
-            return compiled[0](data, pos, depth, None)
         return decode
 
     def struct_decoder(self, cls: type) -> Callable[..., Any]:
@@ -457,7 +404,7 @@ class _Compiler:
         def decode(data: bytes, pos: int, depth: int, target: Any) -> Tuple[Any, int]:
             depth += 1
             if depth > max_depth:
-                raise _depth_error(max_depth)
+                raise depth_error(max_depth)
             d = fresh() if target is None else {}
             seen = [] if required else None
             while True:
@@ -514,7 +461,7 @@ class _Compiler:
         max_depth = self.opts.max_depth
         depth += 1
         if depth > max_depth:
-            raise _depth_error(max_depth)
+            raise depth_error(max_depth)
         if ttype == T_STRUCT:
             while True:
                 ftype = data[pos]
@@ -556,28 +503,14 @@ class _Compiler:
         raise InvalidDataError("invalid type id %d" % ttype)
 
 
+_compiler = compiler_cache(_Compiler)
+
+
 def _check_elem_type(t: int, expected: int, what: str) -> None:
     if t != expected:
         if t not in WIRE_TYPES:
             raise InvalidDataError("invalid %s type id %d" % (what, t))
         raise InvalidDataError("%s type id %d does not match the schema's %d" % (what, t, expected))
-
-
-_compilers: Dict[tuple, _Compiler] = {}
-
-
-def _compiler(opts: _Options) -> _Compiler:
-    c = _compilers.get(opts.key)
-    if c is None:
-        c = _compilers[opts.key] = _Compiler(opts)
-    return c
-
-
-def _check_limit(name: str, value: Any, minimum: int) -> int:
-    value = _index(value)
-    if value < minimum:
-        raise ValueError("%s must be >= %d, got %d" % (name, minimum, value))
-    return value
 
 
 class BinaryCodec:
@@ -607,10 +540,10 @@ class BinaryCodec:
         self.strict_read = bool(strict_read)
         self.strict_write = bool(strict_write)
         self.decode_response = bool(decode_response)
-        self.max_string_size = _check_limit("max_string_size", max_string_size, 0)
-        self.max_container_size = _check_limit("max_container_size", max_container_size, 0)
-        self.max_depth = _check_limit("max_depth", max_depth, 1)
-        self._compiler = _compiler(_Options(
+        self.max_string_size = check_limit("max_string_size", max_string_size, 0)
+        self.max_container_size = check_limit("max_container_size", max_container_size, 0)
+        self.max_depth = check_limit("max_depth", max_depth, 1)
+        self._compiler = _compiler(Options(
             self.decode_response, self.max_string_size, self.max_container_size, self.max_depth))
 
     def encode_struct(self, obj: Any) -> bytes:

@@ -6,6 +6,9 @@ the wire format and the decoding rules specific to the compact protocol):
 same API, same bytes, same objects, same exceptions.  Both follow
 ``BinaryCodec``'s contract (``docs/internals.md``); only the wire differs.
 
+The protocol-independent machinery is ``aiothrift._schema`` (cimported), as
+for ``_binary``; this module holds the compact wire format.
+
 Where the speed comes from (as in ``_binary``):
 
 * each struct class is compiled once (``_spec.struct_info`` -> :class:`StructSpec`)
@@ -24,7 +27,7 @@ Where the speed comes from (as in ``_binary``):
 with a resumable scanner (an explicit stack, no recursion, no rescans).
 """
 
-from cpython.object cimport PyObject, PyTypeObject
+from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.bytes cimport (
     PyBytes_AS_STRING,
@@ -35,24 +38,28 @@ from cpython.bytes cimport (
 from cpython.unicode cimport PyUnicode_Check
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
 from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.dict cimport PyDict_CheckExact, PyDict_Copy
+from cpython.dict cimport PyDict_CheckExact
 from cpython.set cimport PySet_Add
 from cpython.long cimport PyLong_FromLong, PyLong_FromLongLong
 from cpython.float cimport PyFloat_FromDouble
-from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.type cimport PyType_Check
 from libc.stdint cimport INT64_MAX, INT64_MIN, int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy, memmove, memset
+from libc.string cimport memcpy, memmove
 
 from aiothrift._framing cimport WriteBuffer
+from aiothrift._schema cimport (
+    GUARD_DEPTH, T_BINARY, T_BOOL, T_BYTE, T_DOUBLE, T_I16, T_I32, T_I64, T_LIST, T_MAP,
+    T_SET, T_STOP, T_STRING, T_STRUCT,
+    FieldC, Reader, Schema, StructSpec, TypeDesc,
+    aiothrift_as_double, aiothrift_as_int, aiothrift_decode_key, aiothrift_decode_name,
+    aiothrift_decode_text, aiothrift_field_value, aiothrift_instance_dict, aiothrift_list_to_set,
+    aiothrift_map_set, check_limit, clamp_ssize, contiguous, decode_struct, need, raise_depth,
+    raise_missing, raise_truncated, spec_lookup, td_spec,
+)
 
-import copy as _copy
-import sys as _sys
-
-from aiothrift._spec import _IMMUTABLE, struct_info
 from aiothrift.errors import (
     BadVersionError,
-    DepthLimitError,
     InvalidDataError,
     NegativeSizeError,
     SizeLimitError,
@@ -70,192 +77,16 @@ __all__ = ("CompactCodec", "CompactBufferedReader")
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
-    object PyNumber_Index(object)
     Py_ssize_t PyNumber_AsSsize_t(object, PyObject*) except? -1
     object _PyDict_NewPresized(Py_ssize_t)
     int Py_EnterRecursiveCall(const char*) except? 1
     void Py_LeaveRecursiveCall()
     int PyDict_SetItem(object, object, object) except -1
-    PyObject* PyErr_Occurred_ "PyErr_Occurred"()
 
 
 cdef extern from *:
     """
-    /* Instance creation without __init__: ``cls.__new__(cls)`` then
-       ``obj.__dict__ = d``, minus the work thrown away (for classes inheriting
-       object's tp_new, tp_alloc alone). */
-    static PyObject* aiothrift_c_new_instance(PyObject* cls, PyObject* empty, PyObject* d) {
-        PyTypeObject* tp = (PyTypeObject*)cls;
-        PyObject* o;
-        if (tp->tp_new == PyBaseObject_Type.tp_new && tp->tp_alloc != NULL
-                && !(tp->tp_flags & Py_TPFLAGS_IS_ABSTRACT)) {
-            o = tp->tp_alloc(tp, 0);
-        } else if (tp->tp_new != NULL) {
-            o = tp->tp_new(tp, empty, NULL);
-        } else {
-            PyErr_Format(PyExc_TypeError, "cannot create '%.200s' instances", tp->tp_name);
-            return NULL;
-        }
-        if (o == NULL) return NULL;
-        PyObject** dp = _PyObject_GetDictPtr(o);
-        if (dp == NULL) {
-            if (PyObject_SetAttrString(o, "__dict__", d) < 0) { Py_DECREF(o); return NULL; }
-            return o;
-        }
-        Py_INCREF(d);
-        Py_XSETREF(*dp, d);
-        return o;
-    }
-
-    /* ``getattr(obj, "__dict__", None)`` (new reference); ``empty`` when the
-       object supports a dict but has none yet. */
-    static PyObject* aiothrift_c_instance_dict(PyObject* obj, PyObject* empty) {
-        PyObject** dp = _PyObject_GetDictPtr(obj);
-        PyObject* d;
-        if (dp == NULL) {
-            if (PyErr_Occurred()) return NULL;
-            d = Py_None;
-        } else if (*dp == NULL) {
-            d = empty;
-        } else {
-            d = *dp;
-        }
-        Py_INCREF(d);
-        return d;
-    }
-
-    static PyObject* aiothrift_c_decode_text(const char* p, Py_ssize_t n) {
-        PyObject* o = PyUnicode_DecodeUTF8(p, n, NULL);
-        if (o == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-            /* thriftpy2 semantics: not UTF-8 -> hand back the bytes */
-            PyErr_Clear();
-            o = PyBytes_FromStringAndSize(p, n);
-        }
-        return o;
-    }
-
-    static PyObject* aiothrift_c_tp_new(PyObject* cls, PyObject* empty) {
-        PyTypeObject* tp = (PyTypeObject*)cls;
-        if (tp->tp_new == NULL) {
-            PyErr_Format(PyExc_TypeError, "cannot create '%.200s' instances", tp->tp_name);
-            return NULL;
-        }
-        return tp->tp_new(tp, empty, NULL);
-    }
-
-    /* Map keys repeat across the entries of a message and across messages:
-       short ASCII keys come from a small cache of str objects (as msgspec
-       does), which also keeps their hash computed. */
-    #define AIOTHRIFT_C_KEY_CACHE_SIZE 512
-    #define AIOTHRIFT_C_KEY_CACHE_MAXLEN 16
-    static PyObject* aiothrift_c_key_cache[AIOTHRIFT_C_KEY_CACHE_SIZE];
-
-    static PyObject* aiothrift_c_decode_key(const char* p, Py_ssize_t n) {
-        uint32_t h = 2166136261u;
-        Py_ssize_t i;
-        PyObject** slot;
-        PyObject* s;
-        if (n > AIOTHRIFT_C_KEY_CACHE_MAXLEN) return aiothrift_c_decode_text(p, n);
-        for (i = 0; i < n; i++) { h ^= (unsigned char)p[i]; h *= 16777619u; }
-        slot = &aiothrift_c_key_cache[(h ^ (h >> 16)) & (AIOTHRIFT_C_KEY_CACHE_SIZE - 1)];
-        s = *slot;
-        /* cached entries are exact compact ASCII str: bytes compare exactly */
-        if (s != NULL && PyUnicode_GET_LENGTH(s) == n
-                && memcmp(PyUnicode_1BYTE_DATA(s), p, (size_t)n) == 0) {
-            Py_INCREF(s);
-            return s;
-        }
-        s = aiothrift_c_decode_text(p, n);
-        if (s != NULL && PyUnicode_CheckExact(s) && PyUnicode_IS_COMPACT_ASCII(s)) {
-            Py_INCREF(s);
-            Py_XSETREF(*slot, s);
-        }
-        return s;
-    }
-
-    static PyObject* aiothrift_c_decode_name(const char* p, Py_ssize_t n, PyObject* invalid) {
-        PyObject* o = PyUnicode_DecodeUTF8(p, n, NULL);
-        if (o == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-            PyErr_Clear();
-            PyErr_SetString(invalid, "message name is not valid UTF-8");
-        }
-        return o;
-    }
-
-    static int aiothrift_c_map_set(PyObject* d, PyObject* k, PyObject* v, PyObject* invalid) {
-        if (PyDict_SetItem(d, k, v) == 0) return 0;
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Clear();
-            PyErr_SetString(invalid, "unhashable map key");
-        }
-        return -1;
-    }
-
-    static PyObject* aiothrift_c_list_to_set(PyObject* lst, PyObject* invalid) {
-        PyObject* s = PySet_New(lst);
-        if (s == NULL && PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Clear();
-            PyErr_SetString(invalid, "unhashable set element");
-        }
-        return s;
-    }
-
-    /* byte/i16/i32/i64 (enums too): operator.index rules, range checked. */
-    static int aiothrift_c_as_int(PyObject* v, long long lo, long long hi,
-                                  const char* name, long long* out) {
-        long long x;
-        int overflow = 0;
-        PyObject* i;
-        if (PyLong_Check(v)) {
-            x = PyLong_AsLongLongAndOverflow(v, &overflow);
-            if (x == -1 && PyErr_Occurred()) return -1;
-            if (overflow || x < lo || x > hi) {
-                PyErr_Format(PyExc_OverflowError, "%s out of range: %S not in [%lld, %lld]",
-                             name, v, lo, hi);
-                return -1;
-            }
-            *out = x;
-            return 0;
-        }
-        if (!PyIndex_Check(v)) {
-            PyErr_Format(PyExc_TypeError, "%s expected an integer, got %.200s",
-                         name, Py_TYPE(v)->tp_name);
-            return -1;
-        }
-        i = PyNumber_Index(v);
-        if (i == NULL) return -1;
-        x = PyLong_AsLongLongAndOverflow(i, &overflow);
-        if (x == -1 && PyErr_Occurred()) { Py_DECREF(i); return -1; }
-        if (overflow || x < lo || x > hi) {
-            PyErr_Format(PyExc_OverflowError, "%s out of range: %S not in [%lld, %lld]",
-                         name, i, lo, hi);
-            Py_DECREF(i);
-            return -1;
-        }
-        Py_DECREF(i);
-        *out = x;
-        return 0;
-    }
-
-    /* double: what struct.pack("<d", v) accepts; errors as the twin maps them. */
-    static int aiothrift_c_as_double(PyObject* v, double* out) {
-        double x;
-        if (PyFloat_CheckExact(v)) { *out = PyFloat_AS_DOUBLE(v); return 0; }
-        x = PyFloat_AsDouble(v);
-        if (x == -1.0 && PyErr_Occurred()) {
-            PyErr_Clear();
-            if (PyLong_Check(v))
-                PyErr_SetString(PyExc_OverflowError, "int too large to convert to a double");
-            else
-                PyErr_Format(PyExc_TypeError,
-                             "double expected a float or an integer, got %.200s",
-                             Py_TYPE(v)->tp_name);
-            return -1;
-        }
-        *out = x;
-        return 0;
-    }
-
+    /* Little-endian doubles, varints, zigzag. */
     static inline double aiothrift_c_lddouble(const unsigned char* p) {
         uint64_t u = (uint64_t)p[0] | ((uint64_t)p[1] << 8) | ((uint64_t)p[2] << 16)
                    | ((uint64_t)p[3] << 24) | ((uint64_t)p[4] << 32) | ((uint64_t)p[5] << 40)
@@ -321,17 +152,6 @@ cdef extern from *:
         return (uint32_t)(((uint32_t)x << 1) ^ (uint32_t)(x >> 31));
     }
     """
-    object aiothrift_c_new_instance(object cls, object empty, object d)
-    object aiothrift_c_instance_dict(object obj, object empty)
-    object aiothrift_c_decode_text(const char* p, Py_ssize_t n)
-    object aiothrift_c_decode_key(const char* p, Py_ssize_t n)
-    object aiothrift_c_tp_new(object cls, object empty)
-    object aiothrift_c_decode_name(const char* p, Py_ssize_t n, object invalid)
-    int aiothrift_c_map_set(object d, object k, object v, object invalid) except -1
-    object aiothrift_c_list_to_set(object lst, object invalid)
-    int aiothrift_c_as_int(object v, long long lo, long long hi, const char* name,
-                           long long* out) except -1
-    int aiothrift_c_as_double(object v, double* out) except -1
     double aiothrift_c_lddouble(const unsigned char* p) noexcept nogil
     void aiothrift_c_stdouble(char* p, double d) noexcept nogil
     int aiothrift_c_varint(const unsigned char* p, Py_ssize_t avail, int max_bytes, int bits,
@@ -340,25 +160,7 @@ cdef extern from *:
     int64_t aiothrift_c_unzigzag(uint64_t n) noexcept nogil
     uint64_t aiothrift_c_zigzag64(int64_t x) noexcept nogil
     uint64_t aiothrift_c_zigzag32(int32_t x) noexcept nogil
-    PyObject* PyDict_GetItemWithError(object d, object key) except? NULL
-    int PyObject_GenericSetAttr(object o, object name, object value) except -1
 
-
-# Thrift type ids (thriftpy2's; BINARY is written as a compact BINARY).
-cdef enum:
-    T_STOP = 0
-    T_BOOL = 2
-    T_BYTE = 3
-    T_DOUBLE = 4
-    T_I16 = 6
-    T_I32 = 8
-    T_I64 = 10
-    T_STRING = 11
-    T_STRUCT = 12
-    T_MAP = 13
-    T_SET = 14
-    T_LIST = 15
-    T_BINARY = 18
 
 # Compact type ids.
 cdef enum:
@@ -388,12 +190,6 @@ cdef enum:
     VI_SHORT = 1
     VI_LONG = 2
     VI_OVERFLOW = 3
-
-# Past this nesting level each level also takes a slot of the interpreter's
-# recursion budget (an absurd max_depth becomes a RecursionError, not a
-# C stack overflow).
-cdef enum:
-    GUARD_DEPTH = 100
 
 cdef Py_ssize_t MAX_I32 = 0x7FFFFFFF
 
@@ -428,310 +224,38 @@ FIXEDW[T_BOOL] = 1
 FIXEDW[T_BYTE] = 1
 FIXEDW[T_DOUBLE] = 8
 
-cdef tuple _EMPTY_TUPLE = ()
 cdef dict _EMPTY_DICT = {}
-cdef object _deepcopy = _copy.deepcopy
-cdef tuple _IMMUTABLE_TYPES = _IMMUTABLE
-cdef tuple _ATOMIC = (type(None), bool, int, float, str, bytes)
-cdef object _intern = _sys.intern
 
 
 # ---------------------------------------------------------------- schema
 
-cdef class TypeDesc:
-    """One Thrift type, compiled from a ``_spec`` TypeInfo."""
-    cdef int ttype             # thriftpy2 type id (T_BINARY included)
-    cdef int wire              # wire type id (T_BINARY -> T_STRING)
-    cdef int ctype             # compact type written for it
-    cdef Py_ssize_t min_width  # containers: fewest bytes per element (key + value for maps)
-    cdef TypeDesc elem         # list/set element, map key
-    cdef TypeDesc val          # map value
-    cdef object cls            # struct class
-    cdef StructSpec spec       # struct spec, resolved on first use (recursive types)
+cdef class CompactSchema(Schema):
+    """Struct classes compiled for the compact protocol (``_schema.Schema``)."""
 
-
-cdef TypeDesc make_type(object tinfo):
-    cdef TypeDesc td = TypeDesc.__new__(TypeDesc)
-    ttype, arg = tinfo
-    td.ttype = ttype
-    if ttype not in (T_BOOL, T_BYTE, T_DOUBLE, T_I16, T_I32, T_I64, T_STRING, T_BINARY,
-                     T_LIST, T_SET, T_MAP, T_STRUCT):
-        raise TypeError("unsupported Thrift type id %r" % (ttype,))
-    td.wire = T_STRING if ttype == T_BINARY else ttype
-    td.ctype = T2CT[td.wire]
-    if ttype == T_LIST or ttype == T_SET:
-        td.elem = make_type(arg)
-        td.min_width = MINW[td.elem.wire]
-    elif ttype == T_MAP:
-        td.elem = make_type(arg[0])
-        td.val = make_type(arg[1])
-        td.min_width = MINW[td.elem.wire] + MINW[td.val.wire]
-    elif ttype == T_STRUCT:
-        td.cls = arg
-    return td
-
-
-ctypedef struct FieldC:
-    PyObject* name      # interned str, owned by StructSpec._keep
-    PyObject* td        # TypeDesc, owned by StructSpec._keep
-    int ttype
-    int fid
-    int wire
-    int ctype           # compact type; a bool field's is its value (1/2)
-    char long_hdr[4]    # zigzag varint of the id, after the type byte
-    int long_len
-    bint required
-    int req_bit         # bit in the "required seen" mask, -1 if not required or past 64
-
-
-cdef enum:
-    INDEX_MAX_SPAN = 256   # fid ranges up to this use a direct-index table
-
-
-cdef class StructSpec:
-    """A struct class compiled for the compact codec (built once per class)."""
-    cdef object cls
-    cdef str cls_name
-    cdef Py_ssize_t nfields
-    cdef FieldC* fields
-    cdef list _keep
-    cdef long long min_fid
-    cdef Py_ssize_t index_len
-    cdef int16_t* index      # fid - min_fid -> field index, -1 when absent
-    cdef dict by_id          # fid -> field index, when the id range is too wide
-    cdef dict defaults
-    cdef tuple mutable_keys  # keys whose default must be copied per decode (None: none)
-    cdef bint deep_defaults
-    cdef tuple required_names
-    cdef int nrequired
-    cdef uint64_t required_mask
-    # attribute mode (see _init_attr_mode): the defaults, in order
-    cdef bint attr_mode
-    cdef Py_ssize_t norder
-    cdef PyObject** order_names      # borrowed from _keep
-    cdef PyObject** order_defaults   # borrowed from _keep
-    cdef Py_ssize_t* order_idx       # field index, -1 for a default-only name
-    cdef unsigned char* order_copy   # COPY_* per default
-
-    def __dealloc__(self):
-        PyMem_Free(self.fields)
-        PyMem_Free(self.index)
-        PyMem_Free(self.order_names)
-        PyMem_Free(self.order_defaults)
-        PyMem_Free(self.order_idx)
-        PyMem_Free(self.order_copy)
-
-    cdef inline Py_ssize_t lookup(self, long long fid):
-        cdef long long k
-        if self.index != NULL:
-            k = fid - self.min_fid
-            if 0 <= k < self.index_len:
-                return self.index[k]
-            return -1
-        return self._lookup_dict(fid)
-
-    cdef Py_ssize_t _lookup_dict(self, long long fid):
-        v = self.by_id.get(fid)
-        if v is None:
-            return -1
-        return <Py_ssize_t>v
-
-    cdef dict new_dict(self):
-        """A fresh attribute dict: the defaults, mutable ones copied."""
-        cdef dict d = PyDict_Copy(self.defaults)
-        cdef dict memo
-        if self.mutable_keys is None:
-            return d
-        if self.deep_defaults:
-            memo = {}
-            for k in self.mutable_keys:
-                d[k] = _deepcopy(self.defaults[k], memo)
-        else:
-            for k in self.mutable_keys:
-                v = self.defaults[k]
-                if type(v) is list:
-                    d[k] = list(<list>v)
-                elif type(v) is dict:
-                    d[k] = PyDict_Copy(v)
-                else:
-                    d[k] = set(v)
-        return d
-
-
-cdef dict _specs = {}
-
-cdef enum:
-    COPY_NONE = 0
-    COPY_LIST = 1
-    COPY_DICT = 2
-    COPY_SET = 3
-    COPY_DEEP = 4
-
-
-cdef bint _is_simple_container(object v):
-    """A list/dict/set of atomic values: a shallow copy equals a deep copy."""
-    t = type(v)
-    if t is list or t is set:
-        return all(type(e) in _ATOMIC for e in v)
-    if t is dict:
-        return all(type(k) in _ATOMIC and type(e) in _ATOMIC for k, e in (<dict>v).items())
-    return False
-
-
-cdef StructSpec build_spec(object cls):
-    info = struct_info(cls)
-    cdef StructSpec spec = StructSpec.__new__(StructSpec)
-    cdef Py_ssize_t i, n = len(info.fields)
-    cdef FieldC* f
-    cdef int req_bit = 0
-    cdef long long fid, min_fid = 0, max_fid = 0
-    cdef TypeDesc td
-    spec.cls = cls
-    spec.cls_name = cls.__name__
-    spec._keep = []
-    spec.fields = <FieldC*>PyMem_Malloc(sizeof(FieldC) * (n if n else 1))
-    if spec.fields == NULL:
-        raise MemoryError()
-    spec.nfields = 0
-    spec.by_id = {}
-    for i, finfo in enumerate(info.fields):
-        f = &spec.fields[i]
-        fid = finfo.fid
+    cdef int check_field(self, object finfo, str cls_name) except -1:
+        cdef long long fid = finfo.fid
         if not -0x8000 <= fid <= 0x7FFF:
-            raise TypeError("field id %d of %s is not an i16" % (fid, spec.cls_name))
-        name = finfo.name
-        if type(name) is str:
-            name = _intern(name)
-        td = make_type(finfo.type)
-        spec._keep.append(name)
-        spec._keep.append(td)
-        f.name = <PyObject*>name
-        f.td = <PyObject*>td
-        f.ttype = td.ttype
+            raise TypeError("field id %d of %s is not an i16" % (fid, cls_name))
+        return 0
+
+    cdef int init_field(self, FieldC* f, object finfo, str cls_name) except -1:
+        cdef long long fid = finfo.fid
         f.fid = <int>fid
-        f.wire = td.wire
-        f.ctype = td.ctype
-        f.long_len = <int>aiothrift_c_put_varint(f.long_hdr, aiothrift_c_zigzag32(<int32_t>fid))
-        f.required = finfo.required
-        f.req_bit = -1
-        if f.required:
-            if req_bit < 64:
-                f.req_bit = req_bit
-                spec.required_mask |= (<uint64_t>1) << req_bit
-            req_bit += 1
-        spec.by_id[fid] = i
-        if i == 0 or fid < min_fid:
-            min_fid = fid
-        if i == 0 or fid > max_fid:
-            max_fid = fid
-        spec.nfields = i + 1
-    spec.nrequired = req_bit
-    spec.required_names = tuple(info.required)
-    spec.min_fid = min_fid
-    if n and max_fid - min_fid + 1 <= INDEX_MAX_SPAN:
-        spec.index_len = max_fid - min_fid + 1
-        spec.index = <int16_t*>PyMem_Malloc(sizeof(int16_t) * spec.index_len)
-        if spec.index == NULL:
-            raise MemoryError()
-        for i in range(spec.index_len):
-            spec.index[i] = -1
-        for i in range(n):
-            spec.index[spec.fields[i].fid - min_fid] = <int16_t>i
-    # Defaults: same dict (and key order) as _spec.make_defaults gives.
-    spec.defaults = dict(info.defaults)
-    if info.mutable_defaults:
-        keys = tuple(k for k, v in spec.defaults.items() if not isinstance(v, _IMMUTABLE_TYPES))
-        spec.mutable_keys = keys
-        values = [spec.defaults[k] for k in keys]
-        # Shared objects keep their aliasing only through deepcopy's memo.
-        spec.deep_defaults = (
-            len({id(v) for v in values}) != len(values)
-            or not all(_is_simple_container(v) for v in values)
-        )
-    _init_attr_mode(spec, info)
-    return spec
-
-
-cdef int _init_attr_mode(StructSpec spec, object info) except -1:
-    """Decide whether decoded objects can get their fields by attribute stores.
-
-    That gives exactly the dict the twin installs (same keys, values and order:
-    an instance dict keeps insertion order) when the instances have a
-    ``__dict__``, every field has a default-spec entry, and no class in the
-    MRO defines a data descriptor (property, slot) under a default's name.
-    """
-    cdef Py_ssize_t j, n
-    cls = spec.cls
-    if not isinstance(cls, type) or (<PyTypeObject*>cls).tp_dictoffset == 0:
+        # the long-form header: zigzag varint of the id, after the type byte
+        f.hdr_len = <int>aiothrift_c_put_varint(f.hdr, aiothrift_c_zigzag32(<int32_t>fid))
         return 0
-    names = list(spec.defaults)
-    if any(type(k) is not str for k in names):
-        return 0
-    if any(f.name not in spec.defaults for f in info.fields):
-        return 0
-    for k in names:
-        for klass in cls.__mro__:
-            attr = klass.__dict__.get(k)
-            if attr is not None and (hasattr(type(attr), "__set__") or hasattr(type(attr), "__delete__")):
-                return 0
-    n = len(names)
-    spec.order_names = <PyObject**>PyMem_Malloc(sizeof(PyObject*) * (n if n else 1))
-    spec.order_defaults = <PyObject**>PyMem_Malloc(sizeof(PyObject*) * (n if n else 1))
-    spec.order_idx = <Py_ssize_t*>PyMem_Malloc(sizeof(Py_ssize_t) * (n if n else 1))
-    spec.order_copy = <unsigned char*>PyMem_Malloc(n if n else 1)
-    if (spec.order_names == NULL or spec.order_defaults == NULL or spec.order_idx == NULL
-            or spec.order_copy == NULL):
-        raise MemoryError()
-    field_index = {f.name: i for i, f in enumerate(info.fields)}
-    mutable = set(spec.mutable_keys or ())
-    for j in range(n):
-        name = _intern(names[j])
-        dflt = spec.defaults[names[j]]
-        spec._keep.append(name)
-        spec._keep.append(dflt)
-        spec.order_names[j] = <PyObject*>name
-        spec.order_defaults[j] = <PyObject*>dflt
-        spec.order_idx[j] = field_index.get(name, -1)
-        if names[j] not in mutable:
-            spec.order_copy[j] = COPY_NONE
-        elif spec.deep_defaults:
-            spec.order_copy[j] = COPY_DEEP
-        elif type(dflt) is list:
-            spec.order_copy[j] = COPY_LIST
-        elif type(dflt) is dict:
-            spec.order_copy[j] = COPY_DICT
-        else:
-            spec.order_copy[j] = COPY_SET
-    spec.norder = n
-    spec.attr_mode = True
-    return 0
 
 
-cdef StructSpec get_spec(object cls):
-    cdef PyObject* p = PyDict_GetItemWithError(_specs, cls)
-    if p != NULL:
-        return <StructSpec>p
-    spec = build_spec(cls)
-    _specs[cls] = spec
-    return spec
+cdef CompactSchema _SCHEMA = CompactSchema()
+_SCHEMA.minw = MINW
+_SCHEMA.t2ct = T2CT
 
 
-cdef inline StructSpec td_spec(TypeDesc td):
-    if td.spec is None:
-        td.spec = get_spec(td.cls)
-    return td.spec
+cdef inline StructSpec get_spec(object cls):
+    return _SCHEMA.get_spec(cls)
 
 
 # ---------------------------------------------------------------- errors
-
-cdef int raise_depth(int max_depth) except -1:
-    raise DepthLimitError("Thrift data nests deeper than max_depth=%d" % max_depth)
-
-
-cdef int raise_truncated(Py_ssize_t want, Py_ssize_t left) except -1:
-    raise TruncatedError("input ends inside a value: %d bytes needed, %d left"
-                         % (want, left if left > 0 else 0))
-
 
 cdef int raise_varint(int status, int max_bytes, int bits) except -1:
     if status == VI_SHORT:
@@ -751,32 +275,7 @@ cdef int check_elem_type(int ct, int expected, str what) except -1:
     return 0
 
 
-cdef int raise_missing(StructSpec spec, object name) except -1:
-    raise InvalidDataError("required field %r of %s is missing" % (name, spec.cls_name))
-
-
-cdef int raise_current() except -1:
-    # An exception is already set: make Cython propagate it.
-    raise
-
-
 # ---------------------------------------------------------------- decode
-
-ctypedef struct Reader:
-    const unsigned char* buf
-    Py_ssize_t pos
-    Py_ssize_t end
-    Py_ssize_t max_string
-    Py_ssize_t max_container
-    int max_depth
-    bint decode_response
-
-
-cdef inline int need(Reader* r, Py_ssize_t n) except -1:
-    if r.end - r.pos < n:
-        raise_truncated(n, r.end - r.pos)
-    return 0
-
 
 cdef inline int read_u8(Reader* r) except -1:
     if r.pos >= r.end:
@@ -846,7 +345,7 @@ cdef inline object read_string(Reader* r, bint as_text):
     cdef const char* p = <const char*>(r.buf + r.pos)
     r.pos += n
     if as_text:
-        return aiothrift_c_decode_text(p, n)
+        return aiothrift_decode_text(p, n)
     return PyBytes_FromStringAndSize(p, n)
 
 
@@ -855,7 +354,7 @@ cdef inline object read_key(Reader* r):
     cdef Py_ssize_t n = read_string_size(r, "string/binary")
     cdef const char* p = <const char*>(r.buf + r.pos)
     r.pos += n
-    return aiothrift_c_decode_key(p, n)
+    return aiothrift_decode_key(p, n)
 
 
 cdef object decode_value(Reader* r, TypeDesc td, int depth):
@@ -871,7 +370,7 @@ cdef object decode_value(Reader* r, TypeDesc td, int depth):
     elif t == T_BINARY:
         return read_string(r, False)
     elif t == T_STRUCT:
-        return decode_struct(r, td_spec(td), depth, None)
+        return decode_struct(r, td_spec(td), depth, None, read_fields)
     elif t == T_BOOL:
         return read_u8(r) == CT_TRUE
     elif t == T_DOUBLE:
@@ -890,58 +389,6 @@ cdef object decode_value(Reader* r, TypeDesc td, int depth):
     elif t == T_MAP:
         return decode_map(r, td, depth)
     raise TypeError("unsupported Thrift type id %r" % (t,))
-
-
-cdef object decode_struct(Reader* r, StructSpec spec, int depth, object target):
-    depth += 1
-    if depth > r.max_depth:
-        raise_depth(r.max_depth)
-    if depth <= GUARD_DEPTH:
-        return decode_struct_body(r, spec, depth, target)
-    Py_EnterRecursiveCall(" while decoding Thrift data")
-    try:
-        return decode_struct_body(r, spec, depth, target)
-    finally:
-        Py_LeaveRecursiveCall()
-
-
-cdef enum:
-    INLINE_FIELDS = 24   # structs up to this many fields decode with no heap array
-
-
-cdef object decode_struct_body(Reader* r, StructSpec spec, int depth, object target):
-    cdef PyObject* inline_vals[INLINE_FIELDS]
-    cdef PyObject** vals
-    cdef Py_ssize_t i, n = spec.nfields
-    cdef dict d
-    if target is not None or not spec.attr_mode:
-        # The twin's way: a dict of the defaults updated with the decoded fields,
-        # installed as __dict__ (or setattr'd on the target, in decode order).
-        d = spec.new_dict() if target is None else {}
-        read_fields(r, spec, depth, NULL, d)
-        if target is None:
-            return aiothrift_c_new_instance(spec.cls, _EMPTY_TUPLE, d)
-        for k, v in d.items():
-            setattr(target, k, v)
-        return target
-    # Same result, faster: decoded values go to a per-field array, then the
-    # object gets its attributes in defaults order (instance attribute values,
-    # no dict built and thrown away).
-    if n <= INLINE_FIELDS:
-        vals = inline_vals
-    else:
-        vals = <PyObject**>PyMem_Malloc(n * sizeof(PyObject*))
-        if vals == NULL:
-            raise MemoryError()
-    memset(vals, 0, n * sizeof(PyObject*))
-    try:
-        read_fields(r, spec, depth, vals, None)
-        return build_object(spec, vals)
-    finally:
-        for i in range(n):
-            Py_XDECREF(vals[i])
-        if vals != inline_vals:
-            PyMem_Free(vals)
 
 
 cdef inline int store_field(FieldC* f, Py_ssize_t idx, PyObject** vals, dict d,
@@ -978,7 +425,7 @@ cdef int read_fields(Reader* r, StructSpec spec, int depth, PyObject** vals, dic
             fid = read_i16(r)
         last = fid
         ftype = CT2T[ct]
-        idx = spec.lookup(fid)
+        idx = spec_lookup(spec, fid)
         if idx >= 0:
             f = &spec.fields[idx]
             if f.wire == ftype:
@@ -1008,36 +455,6 @@ cdef int read_fields(Reader* r, StructSpec spec, int depth, PyObject** vals, dic
                 if f.required and not (seen >> f.req_bit) & 1:
                     raise_missing(spec, <object>f.name)
     return 0
-
-
-cdef object build_object(StructSpec spec, PyObject** vals):
-    """A new instance (no ``__init__``) with every default-spec attribute set."""
-    cdef Py_ssize_t j, idx
-    cdef PyObject* v
-    cdef dict memo = None
-    obj = aiothrift_c_tp_new(spec.cls, _EMPTY_TUPLE)
-    for j in range(spec.norder):
-        idx = spec.order_idx[j]
-        v = vals[idx] if idx >= 0 else NULL
-        if v != NULL:
-            PyObject_GenericSetAttr(obj, <object>spec.order_names[j], <object>v)
-            continue
-        dflt = <object>spec.order_defaults[j]
-        kind = spec.order_copy[j]
-        if kind == COPY_NONE:
-            pass
-        elif kind == COPY_LIST:
-            dflt = list(<list>dflt)
-        elif kind == COPY_DICT:
-            dflt = PyDict_Copy(dflt)
-        elif kind == COPY_SET:
-            dflt = set(dflt)
-        else:
-            if memo is None:
-                memo = {}
-            dflt = _deepcopy(dflt, memo)
-        PyObject_GenericSetAttr(obj, <object>spec.order_names[j], dflt)
-    return obj
 
 
 cdef object decode_list(Reader* r, TypeDesc td, int depth, bint as_set):
@@ -1111,7 +528,7 @@ cdef object decode_list_body(Reader* r, TypeDesc td, int depth, bint as_set):
     elif et == T_STRUCT:
         spec = td_spec(e)
         for i in range(n):
-            v = decode_struct(r, spec, depth, None)
+            v = decode_struct(r, spec, depth, None, read_fields)
             Py_INCREF(v)
             PyList_SET_ITEM(lst, i, v)
     else:
@@ -1120,7 +537,7 @@ cdef object decode_list_body(Reader* r, TypeDesc td, int depth, bint as_set):
             Py_INCREF(v)
             PyList_SET_ITEM(lst, i, v)
     if as_set:
-        return aiothrift_c_list_to_set(lst, InvalidDataError)
+        return aiothrift_list_to_set(lst, InvalidDataError)
     return lst
 
 
@@ -1157,11 +574,11 @@ cdef object decode_map_body(Reader* r, TypeDesc td, int depth):
     if kd.ttype == T_STRING and r.decode_response:
         for i in range(n):
             k = read_key(r)
-            aiothrift_c_map_set(d, k, decode_value(r, vd, depth), invalid)
+            aiothrift_map_set(d, k, decode_value(r, vd, depth), invalid)
     else:
         for i in range(n):
             k = decode_value(r, kd, depth)
-            aiothrift_c_map_set(d, k, decode_value(r, vd, depth), invalid)
+            aiothrift_map_set(d, k, decode_value(r, vd, depth), invalid)
     return d
 
 
@@ -1319,16 +736,16 @@ cdef inline int write_int(WriteBuffer out, object v, int t) except -1:
     cdef long long x
     cdef char* w
     if t == T_I32:
-        aiothrift_c_as_int(v, -0x80000000, 0x7FFFFFFF, "i32", &x)
+        aiothrift_as_int(v, -0x80000000, 0x7FFFFFFF, "i32", &x)
         return put_varint(out, aiothrift_c_zigzag32(<int32_t>x))
     elif t == T_I64:
-        aiothrift_c_as_int(v, INT64_MIN, INT64_MAX, "i64", &x)
+        aiothrift_as_int(v, INT64_MIN, INT64_MAX, "i64", &x)
         return put_varint(out, aiothrift_c_zigzag64(<int64_t>x))
     elif t == T_I16:
-        aiothrift_c_as_int(v, -0x8000, 0x7FFF, "i16", &x)
+        aiothrift_as_int(v, -0x8000, 0x7FFF, "i16", &x)
         return put_varint(out, aiothrift_c_zigzag32(<int32_t>x))
     else:
-        aiothrift_c_as_int(v, -0x80, 0x7F, "byte", &x)
+        aiothrift_as_int(v, -0x80, 0x7F, "byte", &x)
         w = reserve(out, 1)
         w[0] = <char>x
         out._len += 1
@@ -1337,7 +754,7 @@ cdef inline int write_int(WriteBuffer out, object v, int t) except -1:
 
 cdef inline int write_double(WriteBuffer out, object v) except -1:
     cdef double x
-    aiothrift_c_as_double(v, &x)
+    aiothrift_as_double(v, &x)
     cdef char* w = reserve(out, 8)
     aiothrift_c_stdouble(w, x)
     out._len += 8
@@ -1382,24 +799,14 @@ cdef int encode_struct_body(WriteBuffer out, object obj, StructSpec spec, int de
                             int max_depth) except -1:
     cdef Py_ssize_t i
     cdef FieldC* f
-    cdef PyObject* vp
     cdef char* w
     cdef int ct, last = 0, delta
     if type(obj) is not spec.cls and not isinstance(obj, spec.cls):
         raise TypeError("expected %s, got %s" % (spec.cls_name, type(obj).__name__))
-    d = aiothrift_c_instance_dict(obj, _EMPTY_DICT)
+    d = aiothrift_instance_dict(obj, _EMPTY_DICT)
     for i in range(spec.nfields):
         f = &spec.fields[i]
-        if d is not None:
-            vp = PyDict_GetItemWithError(d, <object>f.name)
-            if vp == NULL:
-                if PyErr_Occurred_():
-                    raise_current()
-                v = None
-            else:
-                v = <object>vp
-        else:
-            v = getattr(obj, <object>f.name, None)
+        v = aiothrift_field_value(d, obj, <object>f.name)
         if v is None:
             if f.required:
                 raise InvalidDataError("required field %r of %s is unset"
@@ -1415,8 +822,8 @@ cdef int encode_struct_body(WriteBuffer out, object obj, StructSpec spec, int de
             out._len += 1
         else:
             w[0] = <char>ct
-            memcpy(w + 1, f.long_hdr, f.long_len)
-            out._len += 1 + f.long_len
+            memcpy(w + 1, f.hdr, f.hdr_len)
+            out._len += 1 + f.hdr_len
         last = f.fid
         if f.wire != T_BOOL:
             encode_value(out, v, <TypeDesc>f.td, depth, max_depth)
@@ -1535,27 +942,6 @@ cdef int encode_map_body(WriteBuffer out, object v, TypeDesc td, int depth,
 
 # ---------------------------------------------------------------- codec
 
-cdef object _check_limit(str name, object value, int minimum):
-    value = PyNumber_Index(value)
-    if value < minimum:
-        raise ValueError("%s must be >= %d, got %d" % (name, minimum, value))
-    return value
-
-
-cdef Py_ssize_t _clamp_ssize(object value):
-    return PyNumber_AsSsize_t(value, NULL)
-
-
-cdef object _contiguous(object data):
-    """``data`` itself when it exports a contiguous buffer, else a ``bytes`` copy."""
-    if type(data) is bytearray:
-        return data
-    mv = memoryview(data)
-    if mv.c_contiguous:
-        return data
-    return mv.tobytes()
-
-
 cdef class CompactCodec:
     """Encoder/decoder of Thrift's compact protocol for thriftpy2 structs.
 
@@ -1598,11 +984,11 @@ cdef class CompactCodec:
         self.strict_read = bool(strict_read)
         self.strict_write = bool(strict_write)
         self.decode_response = bool(decode_response)
-        self.max_string_size = _check_limit("max_string_size", max_string_size, 0)
-        self.max_container_size = _check_limit("max_container_size", max_container_size, 0)
-        self.max_depth = _check_limit("max_depth", max_depth, 1)
-        self._max_string = _clamp_ssize(self.max_string_size)
-        self._max_container = _clamp_ssize(self.max_container_size)
+        self.max_string_size = check_limit("max_string_size", max_string_size, 0)
+        self.max_container_size = check_limit("max_container_size", max_container_size, 0)
+        self.max_depth = check_limit("max_depth", max_depth, 1)
+        self._max_string = clamp_ssize(self.max_string_size)
+        self._max_container = clamp_ssize(self.max_container_size)
         self._max_depth = <int>min(self.max_depth, 0x7FFFFFF0)
         self._buf = WriteBuffer()
         self._busy = False
@@ -1661,8 +1047,8 @@ cdef class CompactCodec:
         cdef WriteBuffer buf
         cdef bint is_framed
         cdef Py_ssize_t k
-        aiothrift_c_as_int(mtype, 0, 7, "message type", &mt)
-        aiothrift_c_as_int(seqid, -0x80000000, 0x7FFFFFFF, "seqid", &sq)
+        aiothrift_as_int(mtype, 0, 7, "message type", &mt)
+        aiothrift_as_int(seqid, -0x80000000, 0x7FFFFFFF, "seqid", &sq)
         if not PyUnicode_Check(name):
             raise TypeError("message name must be str, got %s" % type(name).__name__)
         pname = PyUnicode_AsUTF8AndSize(name, &nname)
@@ -1712,7 +1098,7 @@ cdef class CompactCodec:
         if PyBytes_Check(data):
             return self._decode(spec, <const unsigned char*>PyBytes_AS_STRING(data),
                                 PyBytes_GET_SIZE(data), off, target)
-        data = _contiguous(data)
+        data = contiguous(data)
         if PyBytes_Check(data):
             return self._decode(spec, <const unsigned char*>PyBytes_AS_STRING(data),
                                 PyBytes_GET_SIZE(data), off, target)
@@ -1732,7 +1118,7 @@ cdef class CompactCodec:
         r.max_container = self._max_container
         r.max_depth = self._max_depth
         r.decode_response = self.decode_response
-        return decode_struct(&r, spec, 0, target)
+        return decode_struct(&r, spec, 0, target, read_fields)
 
     def decode_message_begin(self, data):
         """Decode a message header: ``(name, mtype, seqid, body_offset)``."""
@@ -1740,7 +1126,7 @@ cdef class CompactCodec:
         if PyBytes_Check(data):
             return self._message_begin(<const unsigned char*>PyBytes_AS_STRING(data),
                                        PyBytes_GET_SIZE(data))
-        data = _contiguous(data)
+        data = contiguous(data)
         if PyBytes_Check(data):
             return self._message_begin(<const unsigned char*>PyBytes_AS_STRING(data),
                                        PyBytes_GET_SIZE(data))
@@ -1771,7 +1157,7 @@ cdef class CompactCodec:
         n = read_string_size(&r, "message name")
         p = <const char*>(r.buf + r.pos)
         r.pos += n
-        name = aiothrift_c_decode_name(p, n, InvalidDataError)
+        name = aiothrift_decode_name(p, n, InvalidDataError)
         return (name, mtype, seqid, r.pos)
 
 
@@ -1844,14 +1230,14 @@ cdef class CompactBufferedReader:
         max_depth=DEFAULT_MAX_DEPTH,
         strict_read=True,
     ):
-        self.max_frame_size = _check_limit("max_frame_size", max_frame_size, 0)
-        self.max_string_size = _check_limit("max_string_size", max_string_size, 0)
-        self.max_container_size = _check_limit("max_container_size", max_container_size, 0)
-        self.max_depth = _check_limit("max_depth", max_depth, 0)
+        self.max_frame_size = check_limit("max_frame_size", max_frame_size, 0)
+        self.max_string_size = check_limit("max_string_size", max_string_size, 0)
+        self.max_container_size = check_limit("max_container_size", max_container_size, 0)
+        self.max_depth = check_limit("max_depth", max_depth, 0)
         self.strict_read = bool(strict_read)
-        self._max_frame = _clamp_ssize(self.max_frame_size)
-        self._max_string = _clamp_ssize(self.max_string_size)
-        self._max_container = _clamp_ssize(self.max_container_size)
+        self._max_frame = clamp_ssize(self.max_frame_size)
+        self._max_string = clamp_ssize(self.max_string_size)
+        self._max_container = clamp_ssize(self.max_container_size)
         self._max_depth = <int>min(self.max_depth, 0x7FFFFFF0)
         self._len = self._cap = self._start = self._pos = 0
         self._skip = 0

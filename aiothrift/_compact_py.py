@@ -48,6 +48,16 @@ import struct
 from operator import index as _index
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ._codec_common import (
+    CompilerBase,
+    Decoder,
+    Encoder,
+    Options,
+    as_double_error,
+    check_limit,
+    compiler_cache,
+    depth_error,
+)
 from ._spec import (
     T_BINARY,
     T_BOOL,
@@ -67,7 +77,6 @@ from ._spec import (
 )
 from .errors import (
     BadVersionError,
-    DepthLimitError,
     InvalidDataError,
     NegativeSizeError,
     SizeLimitError,
@@ -128,14 +137,6 @@ _S_DOUBLE = struct.Struct("<d")
 _pack_double = _S_DOUBLE.pack
 _unpack_double = _S_DOUBLE.unpack_from
 _pack_frame = struct.Struct("!i").pack
-
-Encoder = Callable[[bytearray, Any, int], None]
-Decoder = Callable[[bytes, int, int], Tuple[Any, int]]
-
-
-def _depth_error(max_depth: int) -> DepthLimitError:
-    return DepthLimitError("Thrift data nests deeper than max_depth=%d" % max_depth)
-
 
 # --------------------------------------------------------------------- varints
 
@@ -279,12 +280,6 @@ def _range_error(name: str, v: int, lo: int, hi: int) -> OverflowError:
     return OverflowError("%s out of range: %d not in [%d, %d]" % (name, v, lo, hi))
 
 
-def _as_double_error(v: Any) -> Exception:
-    if isinstance(v, int):
-        return OverflowError("int too large to convert to a double")
-    return TypeError("double expected a float or an integer, got %s" % type(v).__name__)
-
-
 def _string_bytes(v: Any) -> Any:
     if isinstance(v, str):
         return v.encode("utf-8")
@@ -348,7 +343,7 @@ def _encode_double(out: bytearray, v: Any, depth: int) -> None:
     try:
         out += _pack_double(v)
     except struct.error:
-        raise _as_double_error(v) from None
+        raise as_double_error(v) from None
 
 
 def _encode_string(out: bytearray, v: Any, depth: int) -> None:
@@ -374,31 +369,8 @@ def _container_changed() -> RuntimeError:
     return RuntimeError("container changed size during encoding")
 
 
-class _Options:
-    """Codec options that compiled closures bind; hashable cache key."""
-
-    __slots__ = ("decode_response", "max_string_size", "max_container_size", "max_depth", "key")
-
-    def __init__(self, decode_response: bool, max_string_size: int,
-                 max_container_size: int, max_depth: int) -> None:
-        self.decode_response = decode_response
-        self.max_string_size = max_string_size
-        self.max_container_size = max_container_size
-        self.max_depth = max_depth
-        self.key = (decode_response, max_string_size, max_container_size, max_depth)
-
-
-class _Compiler:
-    """Compiles ``TypeInfo`` into encoder/decoder closures for one option set.
-
-    Struct closures are cached per class and created lazily on first call, so
-    recursive types (``struct S { 1: list<S> kids }``) compile fine.
-    """
-
-    def __init__(self, opts: _Options) -> None:
-        self.opts = opts
-        self.struct_encoders: Dict[type, Encoder] = {}
-        self.struct_decoders: Dict[type, Callable[..., Any]] = {}
+class _Compiler(CompilerBase):
+    """The compact protocol's closures (see ``_codec_common.CompilerBase``)."""
 
     # -- encoders ----------------------------------------------------------
 
@@ -414,15 +386,6 @@ class _Compiler:
         if ttype == T_STRUCT:
             return self._lazy_struct_encoder(arg)
         raise TypeError("unsupported Thrift type id %r" % (ttype,))
-
-    def _lazy_struct_encoder(self, cls: type) -> Encoder:
-        compiled: list = []
-
-        def encode(out: bytearray, v: Any, depth: int) -> None:
-            if not compiled:
-                compiled.append(self.struct_encoder(cls))
-            compiled[0](out, v, depth)
-        return encode
 
     def struct_encoder(self, cls: type) -> Encoder:
         enc = self.struct_encoders.get(cls)
@@ -449,7 +412,7 @@ class _Compiler:
         def encode(out: bytearray, obj: Any, depth: int) -> None:
             depth += 1
             if depth > max_depth:
-                raise _depth_error(max_depth)
+                raise depth_error(max_depth)
             if not isinstance(obj, cls):
                 raise TypeError("expected %s, got %s" % (cls_name, type(obj).__name__))
             d = getattr(obj, "__dict__", None)
@@ -501,7 +464,7 @@ class _Compiler:
             def encode(out: bytearray, v: Any, depth: int) -> None:
                 depth += 1
                 if depth > max_depth:
-                    raise _depth_error(max_depth)
+                    raise depth_error(max_depth)
                 n = len(v)
                 header(out, n)
                 try:
@@ -516,7 +479,7 @@ class _Compiler:
             def encode(out: bytearray, v: Any, depth: int) -> None:
                 depth += 1
                 if depth > max_depth:
-                    raise _depth_error(max_depth)
+                    raise depth_error(max_depth)
                 n = len(v)
                 header(out, n)
                 items = bytes([CT_TRUE if e else CT_FALSE for e in v])
@@ -528,7 +491,7 @@ class _Compiler:
         def encode(out: bytearray, v: Any, depth: int) -> None:
             depth += 1
             if depth > max_depth:
-                raise _depth_error(max_depth)
+                raise depth_error(max_depth)
             n = len(v)
             header(out, n)
             count = 0
@@ -548,7 +511,7 @@ class _Compiler:
         def encode(out: bytearray, v: Any, depth: int) -> None:
             depth += 1
             if depth > max_depth:
-                raise _depth_error(max_depth)
+                raise depth_error(max_depth)
             n = len(v)
             if n == 0:
                 out.append(0)
@@ -603,13 +566,6 @@ class _Compiler:
             return raw, end
         return decode
 
-    def _check_count(self, n: int, what: str) -> None:
-        if n < 0:
-            raise NegativeSizeError("negative %s size %d" % (what, n))
-        if n > self.opts.max_container_size:
-            raise SizeLimitError("%s of %d elements exceeds max_container_size=%d"
-                                 % (what, n, self.opts.max_container_size))
-
     def _list_decoder(self, einfo: Tuple[int, Any], as_set: bool) -> Decoder:
         etype = einfo[0]
         ewire = wire_type(etype)
@@ -623,7 +579,7 @@ class _Compiler:
         def decode(data: bytes, pos: int, depth: int) -> Tuple[Any, int]:
             depth += 1
             if depth > max_depth:
-                raise _depth_error(max_depth)
+                raise depth_error(max_depth)
             b = data[pos]
             pos += 1
             n = b >> 4
@@ -672,7 +628,7 @@ class _Compiler:
         def decode(data: bytes, pos: int, depth: int) -> Tuple[Any, int]:
             depth += 1
             if depth > max_depth:
-                raise _depth_error(max_depth)
+                raise depth_error(max_depth)
             n, pos = _read_size(data, pos)
             kv = 0
             if n:
@@ -695,15 +651,6 @@ class _Compiler:
             return result, pos
         return decode
 
-    def _lazy_struct_decoder(self, cls: type) -> Decoder:
-        compiled: list = []
-
-        def decode(data: bytes, pos: int, depth: int) -> Tuple[Any, int]:
-            if not compiled:
-                compiled.append(self.struct_decoder(cls))
-            return compiled[0](data, pos, depth, None)
-        return decode
-
     def struct_decoder(self, cls: type) -> Callable[..., Any]:
         dec = self.struct_decoders.get(cls)
         if dec is not None:
@@ -723,7 +670,7 @@ class _Compiler:
         def decode(data: bytes, pos: int, depth: int, target: Any) -> Tuple[Any, int]:
             depth += 1
             if depth > max_depth:
-                raise _depth_error(max_depth)
+                raise depth_error(max_depth)
             d = fresh() if target is None else {}
             seen = [] if required else None
             last = 0
@@ -798,7 +745,7 @@ class _Compiler:
         max_depth = self.opts.max_depth
         depth += 1
         if depth > max_depth:
-            raise _depth_error(max_depth)
+            raise depth_error(max_depth)
         if ttype == T_STRUCT:
             while True:
                 b = data[pos]
@@ -853,6 +800,9 @@ class _Compiler:
         raise InvalidDataError("invalid type id %d" % ttype)  # pragma: no cover
 
 
+_compiler = compiler_cache(_Compiler)
+
+
 def _check_elem_type(ct: int, expected: int, what: str) -> None:
     t = TTYPE[ct]
     if t != expected:
@@ -860,23 +810,6 @@ def _check_elem_type(ct: int, expected: int, what: str) -> None:
             raise InvalidDataError("invalid %s type id %d" % (what, ct))
         raise InvalidDataError("%s type id %d does not match the schema's %d"
                                % (what, ct, CTYPE[expected]))
-
-
-_compilers: Dict[tuple, _Compiler] = {}
-
-
-def _compiler(opts: _Options) -> _Compiler:
-    c = _compilers.get(opts.key)
-    if c is None:
-        c = _compilers[opts.key] = _Compiler(opts)
-    return c
-
-
-def _check_limit(name: str, value: Any, minimum: int) -> int:
-    value = _index(value)
-    if value < minimum:
-        raise ValueError("%s must be >= %d, got %d" % (name, minimum, value))
-    return value
 
 
 def _check_offset(data: bytes, offset: Any) -> int:
@@ -914,10 +847,10 @@ class CompactCodec:
         self.strict_read = bool(strict_read)
         self.strict_write = bool(strict_write)
         self.decode_response = bool(decode_response)
-        self.max_string_size = _check_limit("max_string_size", max_string_size, 0)
-        self.max_container_size = _check_limit("max_container_size", max_container_size, 0)
-        self.max_depth = _check_limit("max_depth", max_depth, 1)
-        self._compiler = _compiler(_Options(
+        self.max_string_size = check_limit("max_string_size", max_string_size, 0)
+        self.max_container_size = check_limit("max_container_size", max_container_size, 0)
+        self.max_depth = check_limit("max_depth", max_depth, 1)
+        self._compiler = _compiler(Options(
             self.decode_response, self.max_string_size, self.max_container_size, self.max_depth))
 
     def encode_struct(self, obj: Any) -> bytes:
@@ -1042,10 +975,10 @@ class CompactBufferedReader:
         max_depth: int = DEFAULT_MAX_DEPTH,
         strict_read: bool = True,
     ) -> None:
-        self.max_frame_size = _check_limit("max_frame_size", max_frame_size, 0)
-        self.max_string_size = _check_limit("max_string_size", max_string_size, 0)
-        self.max_container_size = _check_limit("max_container_size", max_container_size, 0)
-        self.max_depth = _check_limit("max_depth", max_depth, 0)
+        self.max_frame_size = check_limit("max_frame_size", max_frame_size, 0)
+        self.max_string_size = check_limit("max_string_size", max_string_size, 0)
+        self.max_container_size = check_limit("max_container_size", max_container_size, 0)
+        self.max_depth = check_limit("max_depth", max_depth, 0)
         self.strict_read = bool(strict_read)
         self._buf = bytearray()   # the current (incomplete) message and what follows
         self._start = 0           # where the current message starts in _buf
@@ -1116,7 +1049,7 @@ class CompactBufferedReader:
                     pos = self._header(buf, pos)
                     self._in_body = True
                     if self.max_depth < 1:  # the message's struct is level 1
-                        raise _depth_error(self.max_depth)
+                        raise depth_error(self.max_depth)
                     stack.append([_F_STRUCT, 0, 0, 0])
                     continue
                 if not stack:
@@ -1213,7 +1146,7 @@ class CompactBufferedReader:
             self._skip = n
             return p
         if depth + 1 > self.max_depth:
-            raise _depth_error(self.max_depth)
+            raise depth_error(self.max_depth)
         if t == T_STRUCT:
             self._stack.append([_F_STRUCT, 0, 0, 0])
             return pos
