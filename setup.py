@@ -1,4 +1,4 @@
-"""Build script: compiles aiothrift's two Cython extensions.
+"""Build script: compiles aiothrift's Cython extensions (_framing, _schema, _binary, _compact).
 
 The extensions are not optional on CPython: a build that cannot compile them
 fails loudly instead of installing a slow package.  ``AIOTHRIFT_NO_EXTENSIONS=1``
