@@ -19,14 +19,15 @@ WANT_PURE = os.environ.get("AIOTHRIFT_NO_EXTENSIONS", "") not in ("", "0")
 
 @pytest.mark.skipif(not ON_CPYTHON or WANT_PURE, reason="compiled build expected only on CPython")
 def test_compiled_extensions_are_loaded():
-    from aiothrift import _binary, _framing
+    from aiothrift import _binary, _compact, _framing, _schema
 
     assert _compat.IMPLEMENTATION == "compiled"
     assert _compat.binary is _binary
+    assert _compat.compact is _compact
     assert _compat.framing is _framing
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    assert _binary.__file__.endswith(suffixes), _binary.__file__
-    assert _framing.__file__.endswith(suffixes), _framing.__file__
+    for mod in (_binary, _compact, _framing, _schema):
+        assert mod.__file__.endswith(suffixes), mod.__file__
     assert aiothrift.IMPLEMENTATION == "compiled"
 
 
