@@ -23,7 +23,9 @@ request                                          answer
 ===============================================  ===============================================
 unknown method                                   ``UNKNOWN_METHOD``; connection stays open
 handler raises an undeclared exception           ``INTERNAL_ERROR`` (``repr`` of it), logged;
-                                                 connection stays open
+(any ``BaseException``: ``CancelledError`` too)  connection stays open.  ``KeyboardInterrupt``
+                                                 and ``SystemExit`` propagate (the process is
+                                                 asked to stop), as asyncio lets them
 args do not decode (over a limit, malformed)     ``PROTOCOL_ERROR``, then the connection closes
                                                  (requests already running are answered first)
 message type not CALL or ONEWAY                  ``INVALID_MESSAGE_TYPE``, then it closes
@@ -85,7 +87,7 @@ class _ServerProtocol(asyncio.Protocol):
         "_server", "_processor", "_codec", "_encode", "_reader", "_framed", "_loop", "_transport",
         "_peer", "_inflight", "_limit", "_backlog", "_tasks", "_out", "_reading_paused",
         "_writing_paused", "_eof", "_shutting_down", "_bad", "_idle_timeout", "_idle_handle",
-        "_last_active", "_ssl", "_read_timeout", "_partial_since", "_out_size",
+        "_last_active", "_ssl", "_read_timeout", "_partial_since", "_out_size", "_unsent",
     )
 
     def __init__(self, server: "Server") -> None:
@@ -122,6 +124,8 @@ class _ServerProtocol(asyncio.Protocol):
         self._partial_since: Optional[float] = None
         #: bytes in _out
         self._out_size = 0
+        #: replies not sent yet (transport buffer) at the last idle check
+        self._unsent = 0
 
     # -- asyncio.Protocol -------------------------------------------------
 
@@ -184,6 +188,7 @@ class _ServerProtocol(asyncio.Protocol):
         self._writing_paused = False
         if self._idle_timeout is not None:
             self._last_active = self._loop.time()  # the client reads its replies: not idle
+            self._unsent = 0
         if self._backlog and not self._bad:
             self._process()  # requests held back while the client did not read
         else:
@@ -408,11 +413,12 @@ class _ServerProtocol(asyncio.Protocol):
         """The timer of both timeouts: idle, and read (a request arriving too slowly)."""
         self._idle_handle = None
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if transport is None:
             return
+        closing = transport.is_closing()
         now = self._loop.time()
         next_check: Optional[float] = None
-        if self._partial_since is not None and not self._reading_paused:
+        if not closing and self._partial_since is not None and not self._reading_paused:
             deadline = self._partial_since + self._read_timeout  # type: ignore[operator]
             if now >= deadline:
                 logger.warning("closing the connection from %s: a request took over %g s to arrive",
@@ -428,16 +434,29 @@ class _ServerProtocol(asyncio.Protocol):
         if self._idle_timeout is not None and not self._inflight:
             deadline = self._last_active + self._idle_timeout
             if now >= deadline:
-                logger.debug("closing the connection from %s: idle for %g s", self._peer, self._idle_timeout)
-                if transport.get_write_buffer_size():
-                    # Replies it has not read wait to be sent: close() would
-                    # wait for them, for ever if it never reads.
+                unsent = transport.get_write_buffer_size()
+                if unsent and (not self._unsent or unsent < self._unsent):
+                    # Replies are still going out: the client reads them,
+                    # slowly maybe, but it is not idle.
+                    self._unsent = unsent
+                    self._last_active = now
+                    deadline = now + self._idle_timeout
+                elif unsent:
+                    # It reads nothing: close() would wait for ever to send
+                    # its replies (also when closing after bad input or EOF).
+                    logger.info("aborting the connection from %s: its replies are not read", self._peer)
                     transport.abort()
+                    return
                 else:
-                    transport.close()
-                return
+                    if not closing:
+                        logger.debug("closing the connection from %s: idle for %g s",
+                                     self._peer, self._idle_timeout)
+                        transport.close()
+                    return
             if next_check is None or deadline < next_check:
                 next_check = deadline
+        elif closing:
+            return
         if next_check is not None:
             self._idle_handle = self._loop.call_at(next_check, self._on_idle)
 
@@ -456,6 +475,10 @@ class _ServerProtocol(asyncio.Protocol):
             task.cancel()
         if self._transport is not None:
             self._transport.abort()
+        # Done for the server now: a handler that does not let itself be
+        # cancelled must not keep wait_closed() waiting for ever (it goes
+        # on alone; its reply has nowhere to go).
+        self._server._connection_done(self)
 
 
 def _bind_unix(path: Any) -> Tuple[socket.socket, Optional[Tuple[int, int]]]:
@@ -552,7 +575,9 @@ class Server:
     :param timeout: idle timeout per connection, in seconds: a connection
         that has received nothing for this long, and is not running a
         request, is closed.  ``None`` (default): never.  Not a limit on a
-        connection's lifetime nor on a request's duration.
+        connection's lifetime nor on a request's duration.  A client still
+        reading its replies (however slowly) is not idle; one that has not
+        read any of them for this long is aborted, its replies dropped.
     :param read_timeout: seconds a request may take to arrive, from its
         first byte to its last; a connection whose request is still
         incomplete then is closed (a client trickling bytes, "slowloris",
