@@ -552,18 +552,6 @@ def _hypothesis_test():
 test_fuzz = _hypothesis_test()
 
 
-# ------------------------------------------------------------------ regressions
-
-def test_regression_examples():
-    """Inputs that once made the implementations disagree or crash (see the report)."""
-    for data in REGRESSIONS:
-        check(data)
-
-
-#: every input found by the fuzzer that failed once
-REGRESSIONS: List[bytes] = []
-
-
 # ------------------------------------------------------------------ standalone runner
 
 def _write_corpus() -> None:
