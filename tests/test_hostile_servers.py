@@ -729,8 +729,13 @@ def test_handler_raising_keyboard_interrupt_or_system_exit(impl):
     import sys
     from pathlib import Path
 
+    import aiothrift
+
     tests = Path(__file__).parent
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tests), str(tests.parent)]))
+    # The aiothrift under test: site-packages in CI, the source tree for
+    # in-place builds (never the checkout root of an installed copy).
+    package_root = Path(aiothrift.__file__).parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tests), str(package_root)]))
     proc = subprocess.run([sys.executable, "-c", _STOP_SCRIPT, impl.name], capture_output=True, text=True,
                           timeout=120, env=env, cwd=str(tests))
     assert proc.returncode == 0, proc.stderr[-3000:]
